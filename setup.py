@@ -1,0 +1,26 @@
+"""Packaging for source-mixpanel-export: the connector package and its console script."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="source-mixpanel-export",
+    version="0.1.0",
+    description="Airbyte source for Mixpanel's Raw Event Export API: typed, lossless, incremental.",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["source_mixpanel_export", "source_mixpanel_export.*"]),
+    install_requires=[
+        "airbyte-cdk>=7,<8",
+        "requests>=2.31",
+        "jsonschema>=4",
+        "pendulum>=3",
+    ],
+    extras_require={
+        "tests": [
+            "pytest>=8",
+            "hypothesis>=6",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["source-mixpanel-export=source_mixpanel_export.run:run"]},
+)

@@ -1,0 +1,217 @@
+"""The connection specification shown by `spec`; defaults come from config.DEFAULTS, never restated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airbyte_cdk.models import ConnectorSpecification
+
+from .config import DEFAULTS
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
+def _int(title: str, key: str, description: str, order: int, minimum: int = 0, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": title,
+        "type": "integer",
+        "minimum": minimum,
+        "default": DEFAULTS[key],
+        "description": description,
+        "order": order,
+        **extra,
+    }
+
+
+CONNECTION_SPECIFICATION: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Mixpanel Raw Event Export",
+    "type": "object",
+    "required": ["credentials"],
+    "additionalProperties": True,
+    "properties": {
+        "credentials": {
+            "title": "Authentication",
+            "description": "A service account (recommended) or the project's API secret (deprecated by "
+            "Mixpanel, retired on 2027-03-03).",
+            "type": "object",
+            "order": 0,
+            "oneOf": [
+                {
+                    "title": "Service Account",
+                    "type": "object",
+                    "required": ["username", "secret", "project_id"],
+                    "properties": {
+                        "option_title": {"type": "string", "const": "Service Account", "order": 0},
+                        "username": {
+                            "title": "Username",
+                            "type": "string",
+                            "description": "Service account user name (Organization Settings > Service Accounts).",
+                            "order": 1,
+                        },
+                        "secret": {
+                            "title": "Secret",
+                            "type": "string",
+                            "airbyte_secret": True,
+                            "description": "The service account's secret.",
+                            "order": 2,
+                        },
+                        "project_id": {
+                            "title": "Project ID",
+                            "type": "integer",
+                            "description": "Your project's id (Project Settings > Overview).",
+                            "order": 3,
+                        },
+                    },
+                },
+                {
+                    "title": "Project Secret",
+                    "type": "object",
+                    "required": ["api_secret"],
+                    "properties": {
+                        "option_title": {"type": "string", "const": "Project Secret", "order": 0},
+                        "api_secret": {
+                            "title": "Project Secret",
+                            "type": "string",
+                            "airbyte_secret": True,
+                            "description": "The project's API secret (Project Settings > Overview).",
+                            "order": 1,
+                        },
+                    },
+                },
+            ],
+        },
+        "region": {
+            "title": "Data residency",
+            "type": "string",
+            "enum": ["US", "EU", "IN"],
+            "default": DEFAULTS["region"],
+            "description": "Where the project's data lives: US (data.mixpanel.com), EU (data-eu) or "
+            "IN (data-in). Project Settings > Overview > Data Residency.",
+            "order": 1,
+        },
+        "start_date": {
+            "title": "Start date",
+            "type": "string",
+            "pattern": DATE_PATTERN,
+            "examples": ["2024-01-01", "2024-01-01T00:00:00Z"],
+            "description": "The first day of events to replicate, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ. "
+            f"Default: {DEFAULTS['default_start_days_ago']} days ago.",
+            "order": 2,
+        },
+        "end_date": {
+            "title": "End date",
+            "type": "string",
+            "pattern": DATE_PATTERN,
+            "examples": ["2024-12-31"],
+            "description": "The last day of events to replicate (inclusive). Default: today.",
+            "order": 3,
+        },
+        "project_timezone": {
+            "title": "Project timezone",
+            "type": "string",
+            "default": DEFAULTS["project_timezone"],
+            "examples": ["UTC", "US/Pacific", "Europe/Berlin"],
+            "description": "IANA timezone of the project (Project Settings > Overview > Timezone). "
+            "Only projects with 'Legacy project' on read dates and store times in it.",
+            "order": 4,
+        },
+        "legacy_local_time": {
+            "title": "Legacy project (created before 2023, times in project timezone)",
+            "type": "boolean",
+            "default": DEFAULTS["legacy_local_time"],
+            "description": "Turn on for projects created before 2023 whose events are stored in the "
+            "project timezone: dates are then requested in project_timezone and event times converted "
+            "to true UTC. Leave off for projects created since 2023 (they use UTC).",
+            "order": 5,
+        },
+        "date_window_size": _int(
+            "Days per request", "date_window_size", "How many days of events one export request asks "
+            "for. Windows Mixpanel cannot answer in time are split automatically.", 6, minimum=1,
+        ),
+        "attribution_window": _int(
+            "Attribution window (days)", "attribution_window", "How many of the last synced days each "
+            "incremental sync reads again for late-arriving events (only events Mixpanel processed "
+            "since the previous sync are emitted from them).", 7,
+        ),
+        "export_lookback_window": _int(
+            "Lookback (seconds)", "export_lookback_window", "Extra safety margin subtracted from the "
+            "incremental watermark, for events Mixpanel makes visible late. 0 is right for most projects.", 8,
+        ),
+        "events": {
+            "title": "Events",
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Only export these event names. Default: all events.",
+            "order": 9,
+        },
+        "where": {
+            "title": "Filter expression",
+            "type": "string",
+            "examples": ['properties["$os"] == "iOS"'],
+            "description": "A Mixpanel segmentation expression events must match.",
+            "order": 10,
+        },
+        "api_base_url": {
+            "title": "API base URL (advanced)",
+            "type": "string",
+            "description": "Overrides scheme://host[:port] of every request (a corporate proxy, a test "
+            "server). Leave empty to use the region's host.",
+            "order": 11,
+        },
+        "requests_per_hour": _int(
+            "Export queries per hour", "requests_per_hour", "Mixpanel allows 60 raw-export queries per "
+            "hour per project; raise only if your plan allows more.", 12, minimum=1,
+        ),
+        "requests_per_second": _int(
+            "Export queries per second", "requests_per_second", "Mixpanel allows 3 per second.", 13, minimum=1,
+        ),
+        "max_concurrent_requests": _int(
+            "Concurrent requests", "max_concurrent_requests", "Windows downloaded at once, ahead of the "
+            "one being emitted (each is held on local disk until emitted).", 14, minimum=1, maximum=100,
+        ),
+        "request_timeout_seconds": {
+            "title": "Read timeout (seconds)",
+            "type": "number",
+            "minimum": 1,
+            "default": DEFAULTS["request_timeout_seconds"],
+            "description": "How long a response may stay silent before the attempt is retried.",
+            "order": 15,
+        },
+        "max_retry_seconds": {
+            "title": "Retry budget per window (seconds)",
+            "type": "number",
+            "minimum": 0,
+            "default": DEFAULTS["max_retry_seconds"],
+            "description": "How long one window may keep failing (429, 5xx, cut-off responses) before the "
+            "sync stops with an error, after checkpointing everything delivered.",
+            "order": 16,
+        },
+        "retry_initial_backoff_seconds": {
+            "title": "First retry wait (seconds)",
+            "type": "number",
+            "minimum": 0,
+            "default": DEFAULTS["retry_initial_backoff_seconds"],
+            "description": "The first wait of the exponential backoff (doubles each attempt, capped at "
+            "5 minutes); a Retry-After header takes precedence.",
+            "order": 17,
+        },
+        "skip_bad_lines": {
+            "title": "Skip lines that are not JSON",
+            "type": "boolean",
+            "default": DEFAULTS["skip_bad_lines"],
+            "description": "Off: a line Mixpanel sends that is not a JSON event (after one retry of its "
+            "window) fails the sync. On: such lines are counted, logged and skipped.",
+            "order": 18,
+        },
+    },
+}
+
+
+def connector_specification() -> ConnectorSpecification:
+    """The SPEC message body."""
+    return ConnectorSpecification(
+        documentationUrl="https://github.com/source-mixpanel-export/source-mixpanel-export/blob/main/docs/mixpanel-export.md",
+        connectionSpecification=CONNECTION_SPECIFICATION,
+        supportsIncremental=True,
+    )

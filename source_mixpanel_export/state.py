@@ -1,0 +1,152 @@
+"""The incremental state: small, versioned, readable by a person, read and written only here.
+
+What a state promises: every event dated on or before `synced_through` that Mixpanel processed at or
+before `watermark_ms` has been emitted. While a sync is partway, `in_progress` says the same for the
+days up to its `through`, with the running sync's (newer) watermark. Nothing per event is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pendulum
+
+from .errors import config_error
+
+STATE_VERSION = 2
+NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
+
+
+@dataclass(frozen=True)
+class ExportState:
+    """Where the last sync got to: see the module docstring for what it promises."""
+
+    synced_through: dt.date | None = None
+    watermark_ms: int | None = None
+    partial_through: dt.date | None = None
+    partial_watermark_ms: int | None = None
+    migrated_from: str | None = None  # set when read from another connector's state
+
+    def first_day(self, start_day: dt.date, attribution_days: int) -> dt.date:
+        """The first event date this sync reads: the attribution window before the last synced day."""
+        if self.synced_through is None:
+            return start_day
+        reread = dt.timedelta(days=max(attribution_days, 1) - 1)
+        return max(start_day, self.synced_through - reread)
+
+    def coverage(self) -> list[tuple[dt.date, int]]:
+        """Ascending (through_day, watermark_ms) pairs for `windows.plan_windows`."""
+        pairs: list[tuple[dt.date, int]] = []
+        if self.partial_through is not None and self.partial_watermark_ms is not None:
+            pairs.append((self.partial_through, self.partial_watermark_ms))
+        if self.synced_through is not None and self.watermark_ms is not None:
+            if not pairs or self.synced_through > pairs[0][0]:
+                pairs.append((self.synced_through, self.watermark_ms))
+        return pairs
+
+    def progressed(self, through: dt.date, watermark_ms: int) -> ExportState:
+        """The state after this sync has finished every window up to `through`."""
+        return ExportState(self.synced_through, self.watermark_ms, through, watermark_ms)
+
+    def completed(self, through: dt.date, watermark_ms: int) -> ExportState:
+        """The state after this sync has finished all its windows."""
+        if self.synced_through is not None and self.synced_through > through:
+            through = self.synced_through
+        return ExportState(through, watermark_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, with readable copies of the millisecond watermarks."""
+        out: dict[str, Any] = {"version": STATE_VERSION}
+        if self.synced_through is not None:
+            out["synced_through"] = self.synced_through.isoformat()
+        if self.watermark_ms is not None:
+            out["watermark_ms"] = self.watermark_ms
+            out["watermark"] = _readable(self.watermark_ms)
+        if self.partial_through is not None and self.partial_watermark_ms is not None:
+            out["in_progress"] = {
+                "through": self.partial_through.isoformat(),
+                "watermark_ms": self.partial_watermark_ms,
+                "watermark": _readable(self.partial_watermark_ms),
+            }
+        return out
+
+
+def parse_state(raw: Any) -> ExportState:
+    """Read a stream state: ours, the official connector's `{"time": ...}`, or none at all."""
+    if raw is None or raw == {} or (isinstance(raw, Mapping) and raw.get(NO_CURSOR_MARKER)):
+        return ExportState()
+    if not isinstance(raw, Mapping):
+        raise _bad(f"it is a {type(raw).__name__}, not a JSON object")
+    if "version" not in raw:
+        return _migrate(raw)
+    if raw.get("version") != STATE_VERSION:
+        raise _bad(f"version {raw.get('version')!r} is not one this connector writes ({STATE_VERSION})")
+    unknown = set(raw) - {"version", "synced_through", "watermark_ms", "watermark", "in_progress"}
+    if unknown:
+        raise _bad(f"unknown keys {sorted(unknown)}")
+    partial = raw.get("in_progress")
+    if partial is not None and not isinstance(partial, Mapping):
+        raise _bad("'in_progress' must be an object")
+    partial = partial or {}
+    state = ExportState(
+        synced_through=_day(raw.get("synced_through"), "synced_through"),
+        watermark_ms=_millis(raw.get("watermark_ms"), "watermark_ms"),
+        partial_through=_day(partial.get("through"), "in_progress.through"),
+        partial_watermark_ms=_millis(partial.get("watermark_ms"), "in_progress.watermark_ms"),
+    )
+    if state.watermark_ms is not None and state.synced_through is None:
+        raise _bad("'watermark_ms' is given without 'synced_through'")
+    if (state.partial_through is None) != (state.partial_watermark_ms is None):
+        raise _bad("'in_progress' needs both 'through' and 'watermark_ms'")
+    return state
+
+
+def _migrate(raw: Mapping[str, Any]) -> ExportState:
+    """The official connector keeps the latest event time it saw; trust only the day before it.
+
+    Its cursor is the maximum `time` of an unordered stream, so any day up to it may be incomplete:
+    the attribution window before it is read again whole (duplicates possible, no loss).
+    """
+    value = raw.get("time", raw.get("date"))
+    if not isinstance(value, str | int | float) or len(raw) != 1:
+        raise _bad(f"keys {sorted(raw)} are neither this connector's state nor the official {{'time': ...}}")
+    try:
+        if isinstance(value, str):
+            moment = pendulum.parse(value, tz="UTC")
+        else:
+            moment = pendulum.from_timestamp(value / 1000 if value > 10**11 else value)
+    except Exception:
+        raise _bad(f"'time' {value!r} is not a date or timestamp") from None
+    day = moment.date()  # type: ignore[union-attr]
+    return ExportState(synced_through=day, migrated_from=f"official state time={value}")
+
+
+def _day(value: Any, key: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _bad(f"'{key}' must be a YYYY-MM-DD date, got {value!r}") from None
+
+
+def _millis(value: Any, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"'{key}' must be epoch milliseconds (a whole number), got {value!r}")
+    return value
+
+
+def _readable(epoch_ms: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _bad(problem: str) -> Exception:
+    return config_error(
+        f"The saved state of stream 'export' cannot be used: {problem}. Reset the stream's state "
+        "(or fix the state file) to sync again.",
+    )

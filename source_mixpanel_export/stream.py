@@ -1,0 +1,262 @@
+"""The `export` stream: plan windows, fetch them in order, turn lines into records, checkpoint.
+
+The data path reads top to bottom in `ExportReader.read`: config → windows → HTTP → lines →
+records → state. Items it yields are record dicts (hot path) or ready AirbyteMessages (state, logs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+from airbyte_cdk.models import (
+    AirbyteEstimateTraceMessage,
+    AirbyteMessage,
+    AirbyteStateBlob,
+    AirbyteStateMessage,
+    AirbyteStateType,
+    AirbyteStreamState,
+    AirbyteTraceMessage,
+    EstimateType,
+    StreamDescriptor,
+    SyncMode,
+    TraceType,
+    Type,
+)
+from airbyte_cdk.sources.streams import Stream
+
+from .budget import RateBudget
+from .client import DateAfterToday, Download, ExportClient, TooLarge
+from .config import Config
+from .errors import config_error, system_error
+from .lines import iter_line_batches, parse_line
+from .prefetch import fetch_in_order
+from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, make_builder
+from .state import NO_CURSOR_MARKER, ExportState
+from .windows import ONE_DAY, Window, plan_windows, split_window
+
+Item = dict[str, Any] | AirbyteMessage
+
+
+def state_message(state: Mapping[str, Any]) -> AirbyteMessage:
+    """A per-stream STATE message for the export stream."""
+    return AirbyteMessage(
+        type=Type.STATE,
+        state=AirbyteStateMessage(
+            type=AirbyteStateType.STREAM,
+            stream=AirbyteStreamState(
+                stream_descriptor=StreamDescriptor(name=STREAM_NAME),
+                stream_state=AirbyteStateBlob(**state),
+            ),
+        ),
+    )
+
+
+class ExportReader:
+    """One sync of the export stream, full refresh or incremental."""
+
+    def __init__(
+        self,
+        config: Config,
+        logger: logging.Logger,
+        client: ExportClient | None = None,
+        now: dt.datetime | None = None,
+    ) -> None:
+        self._config = config
+        self._logger = logger
+        self._stop = threading.Event()
+        self._budget = RateBudget(
+            config.requests_per_second, config.requests_per_hour, logger=logger, sleep=self._stop.wait
+        )
+        self._client = client or ExportClient(config, self._budget, logger, stop=self._stop)
+        self._today = config.today(now)
+        self._end = min(config.end_day or self._today, self._today)
+
+    def read(self, mode: SyncMode, state: ExportState) -> Iterator[Item]:
+        """Records, then a STATE after every complete window (incremental) or every window (full refresh)."""
+        incremental = mode == SyncMode.incremental
+        if not incremental:
+            state = ExportState()
+        elif state.migrated_from:
+            self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
+        first = state.first_day(self._config.start_day(), self._config.attribution_window)
+        windows = (
+            plan_windows(first, self._end, self._config.date_window_size, state.coverage())
+            if first <= self._end
+            else []
+        )
+        yield self._estimate(windows)
+        self._logger.info(
+            f"Reading {len(windows)} windows ({first}..{self._end}, {self._config.request_timezone} days) "
+            f"in {mode.value} mode."
+        )
+        watermark: int | None = None
+        started = time.monotonic()
+        try:
+            downloads = fetch_in_order(
+                windows, self._client.fetch, self._config.max_concurrent_requests,
+                self._replace, (TooLarge, DateAfterToday),
+            )
+            for done, download in enumerate(downloads, start=1):
+                count = yield from self._records(download)
+                window = download.window
+                watermark = min(watermark or download.server_time_ms, download.server_time_ms)
+                if window.time_to is not None:  # an inner piece of a split day: the day is not done
+                    continue
+                if incremental:
+                    state = state.progressed(window.last_day, watermark)
+                    yield state_message(state.to_dict())
+                else:
+                    yield state_message({NO_CURSOR_MARKER: True})
+                self._log_progress(download, count, done, len(windows), started)
+        finally:
+            self._stop.set()
+        if incremental:
+            if watermark is not None and self._end >= first:
+                state = state.completed(self._end, watermark)
+            yield state_message(state.to_dict())
+        elif not windows:
+            yield state_message({NO_CURSOR_MARKER: True})
+
+    def _records(self, download: Download) -> Iterator[dict[str, Any]]:
+        """The window's records, in the order Mixpanel sent them; returns how many."""
+        build = self._builder_for(download.window)
+        loads = orjson.loads
+        count = bad = 0
+        first_bad: int | None = None
+        position = 0
+        for lines, exact in iter_line_batches(download.chunks()):
+            for line in lines:
+                position += 1
+                try:
+                    record = build(parse_line(line, True) if exact else loads(line))
+                except ValueError:  # not JSON, or JSON that is not an event
+                    if not line.strip():
+                        continue
+                    bad += 1
+                    first_bad = first_bad or position
+                    continue
+                if record is not None:
+                    count += 1
+                    yield record
+        if bad:
+            self._bad_lines(download.window, bad, first_bad or 0)
+        return count
+
+    def _builder_for(self, window: Window) -> Any:
+        """The record builder; the first window of a start_date with a time drops earlier events."""
+        build = make_builder(self._config.project_timezone if self._config.legacy_local_time else None)
+        if not (self._config.start_has_time and window.first_day <= self._config.start_day()):
+            return build
+        start = self._config.start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+        def build_after_start(event: Any) -> dict[str, Any] | None:
+            record = build(event)
+            time_ = record["time"]
+            return record if time_ is None or time_ >= start else None
+
+        return build_after_start
+
+    def _bad_lines(self, window: Window, bad: int, first_bad: int) -> None:
+        text = f"Window {window.label()}: {bad} lines are not JSON events (first at line {first_bad})"
+        if self._config.skip_bad_lines:
+            self._logger.warning(text + "; skipped because skip_bad_lines is on.")
+            return
+        raise system_error(
+            text + ", also after asking again. Nothing after the last checkpoint is lost: the next "
+            "sync reads this window again. To skip such lines instead, turn on skip_bad_lines.",
+        )
+
+    def _replace(self, window: Window, exc: Exception) -> list[Window]:
+        """What to fetch instead of a window Mixpanel could not or would not answer as asked."""
+        if isinstance(exc, TooLarge):
+            parts = split_window(window, self._config.request_timezone)
+            if parts is None:
+                raise system_error(
+                    f"Mixpanel timed out on window {window.label()} even at one hour ({exc}). "
+                    "Narrow the export with events or where.",
+                )
+            self._logger.info(
+                f"Mixpanel could not answer window {window.label()} in time; splitting it into "
+                + ", ".join(p.label() for p in parts) + "."
+            )
+            return parts
+        last = window.last_day - ONE_DAY
+        self._logger.warning(
+            f"Mixpanel says {window.last_day} is later than its today ({exc}): its clock or the "
+            f"project's timezone is behind ours. Reading up to {last} instead; check project_timezone."
+        )
+        self._end = min(self._end, last)
+        if last < window.first_day:
+            return []
+        return [dataclasses.replace(window, last_day=last)]
+
+    def _estimate(self, windows: list[Window]) -> AirbyteMessage:
+        return AirbyteMessage(
+            type=Type.TRACE,
+            trace=AirbyteTraceMessage(
+                type=TraceType.ESTIMATE,
+                emitted_at=time.time() * 1000,
+                estimate=AirbyteEstimateTraceMessage(name=STREAM_NAME, type=EstimateType.STREAM),
+            ),
+        )
+
+    def _log_progress(self, download: Download, count: int, done: int, total: int, started: float) -> None:
+        elapsed = time.monotonic() - started
+        remaining = max(total - done, 0)
+        eta = f", about {elapsed / done * remaining:.0f} s to go" if remaining and done else ""
+        self._logger.info(
+            f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB in "
+            f"{download.seconds:.1f} s ({download.attempts} attempt(s)); {done}/{total} windows done"
+            f"{eta}; {self._budget.left_this_hour()} export queries left this hour."
+        )
+
+
+class ExportStream(Stream):
+    """The stream as the CDK sees it: name, schema, keys, cursor (reading goes through ExportReader)."""
+
+    primary_key = PRIMARY_KEY
+    name = STREAM_NAME
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self._config = config
+
+    @property
+    def source_defined_cursor(self) -> bool:
+        return True
+
+    @property
+    def supports_incremental(self) -> bool:
+        return True
+
+    @property
+    def cursor_field(self) -> list[str]:
+        return CURSOR_FIELD
+
+    def get_json_schema(self) -> Mapping[str, Any]:
+        return SCHEMA
+
+    def read_records(
+        self,
+        sync_mode: SyncMode,
+        cursor_field: list[str] | None = None,
+        stream_slice: Mapping[str, Any] | None = None,
+        stream_state: Mapping[str, Any] | None = None,
+    ) -> Iterator[Mapping[str, Any]]:
+        """Every record of a full-refresh read (the connector's own read path is ExportReader)."""
+        reader = ExportReader(self._config, self.logger)
+        for item in reader.read(SyncMode.full_refresh, ExportState()):
+            if isinstance(item, dict):
+                yield item
+
+
+def unknown_stream(name: str) -> Exception:
+    """A catalog that asks for a stream this source does not have."""
+    return config_error(f"The catalog asks for stream {name!r}; this source offers only {STREAM_NAME!r}.")

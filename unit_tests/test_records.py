@@ -1,0 +1,92 @@
+"""Record building: typed, lossless, stable ids, true UTC times."""
+
+import datetime as dt
+import json
+
+import jsonschema
+import pytest
+
+from source_mixpanel_export.records import SCHEMA, IsoTime, LegacyClock, dumps, make_builder
+
+
+def event(**props):
+    base = {"time": 1700000000123, "distinct_id": "u1", "$insert_id": "i1", "mp_processing_time_ms": 1700000001000}
+    base.update(props)
+    return {"event": "Sign Up", "properties": base}
+
+
+def test_given_event_when_built_then_fields_are_typed_and_properties_untouched():
+    """Top-level fields are extracted; properties keep names and JSON types."""
+    props = {"nested": {"a": [1, {"b": True}]}, "big": 2**63 - 1, "$os": "iOS", "n": None, "f": 1.5}
+    record = make_builder()(event(**props))
+    assert record["event"] == "Sign Up"
+    assert record["time"] == "2023-11-14T22:13:20.123Z"
+    assert (record["distinct_id"], record["insert_id"], record["mp_processing_time_ms"]) == ("u1", "i1", 1700000001000)
+    assert record["properties"]["nested"] == {"a": [1, {"b": True}]} and record["properties"]["big"] == 2**63 - 1
+    jsonschema.validate(record, SCHEMA)
+
+
+def test_given_same_event_after_identity_merge_when_built_then_id_is_unchanged():
+    """event_id ignores distinct_id, which identity merges rewrite."""
+    build = make_builder()
+    before = build(event(distinct_id="anon-1"))
+    after = build(event(distinct_id="user-42", **{"$distinct_id_before_identity": "anon-1"}))
+    assert before["event_id"] == after["event_id"]
+    without_insert = [build(event(**{"$insert_id": None, "distinct_id": d, "x": 1})) for d in ("a", "b")]
+    assert without_insert[0]["event_id"] == without_insert[1]["event_id"]
+    assert build(event(**{"$insert_id": "i2"}))["event_id"] != before["event_id"]
+
+
+def test_given_missing_optional_fields_when_built_then_nulls_not_errors():
+    """No $insert_id, no processing time, no time: record still valid, id never null."""
+    record = make_builder()({"event": "E", "properties": {}})
+    assert record["time"] is None and record["insert_id"] is None and record["mp_processing_time_ms"] is None
+    assert len(record["event_id"]) == 32
+    jsonschema.validate(record, SCHEMA)
+
+
+@pytest.mark.parametrize("bad", [[], "x", {"event": 5, "properties": {}}, {"event": "E", "properties": []}])
+def test_given_json_that_is_not_an_event_when_built_then_value_error(bad):
+    """JSON that is not an event object is refused (the reader counts it as a bad line)."""
+    with pytest.raises(ValueError):
+        make_builder()(bad)
+
+
+def test_iso_time_matches_datetime_for_many_instants():
+    """The cached formatter agrees with datetime.isoformat, including before 1970."""
+    iso = IsoTime()
+    for ms in (0, 1, 999, 59_999, 60_000, 1700000000123, -1, -61_001, 4102444799999):
+        expected = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
+        assert iso(ms) == expected.isoformat(timespec="milliseconds") + "Z"
+
+
+@pytest.mark.parametrize(
+    "zone,utc",
+    [
+        ("US/Pacific", dt.datetime(2024, 3, 10, 9, 59, tzinfo=dt.UTC)),  # 01:59 PST, before spring forward
+        ("US/Pacific", dt.datetime(2024, 3, 10, 10, 0, tzinfo=dt.UTC)),  # 03:00 PDT, after
+        ("US/Pacific", dt.datetime(2024, 11, 3, 7, 59, tzinfo=dt.UTC)),  # 00:59 PDT before fall back
+        ("US/Pacific", dt.datetime(2024, 11, 3, 10, 0, tzinfo=dt.UTC)),  # 02:00 PST after
+        ("Europe/Berlin", dt.datetime(2024, 3, 31, 1, 30, tzinfo=dt.UTC)),
+        ("Europe/Berlin", dt.datetime(2024, 10, 27, 2, 0, tzinfo=dt.UTC)),  # 03:00 CET
+        ("Asia/Kolkata", dt.datetime(2024, 6, 1, 20, 0, tzinfo=dt.UTC)),
+    ],
+)
+def test_given_legacy_wall_time_when_converted_then_true_utc(zone, utc):
+    """Local wall time written as if UTC converts back to the true instant, DST included."""
+    from zoneinfo import ZoneInfo
+
+    local = utc.astimezone(ZoneInfo(zone))
+    wall_ms = int(local.replace(tzinfo=dt.UTC).timestamp() * 1000)
+    assert LegacyClock(zone).to_utc_ms(wall_ms) == int(utc.timestamp() * 1000)
+
+
+def test_given_ambiguous_fall_back_hour_when_converted_then_first_occurrence():
+    """01:30 on the night daylight saving ends is taken as the first 01:30 (daylight time)."""
+    wall_ms = int(dt.datetime(2024, 11, 3, 1, 30, tzinfo=dt.UTC).timestamp() * 1000)
+    assert LegacyClock("US/Pacific").to_utc_ms(wall_ms) == wall_ms + 7 * 3600 * 1000
+
+
+def test_dumps_keeps_integers_beyond_64_bits():
+    """Integers orjson refuses are written exactly by the fallback."""
+    assert json.loads(dumps({"x": 12345678901234567890123})) == {"x": 12345678901234567890123}
