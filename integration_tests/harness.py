@@ -1,0 +1,211 @@
+"""Running the real CLI against the fake Mixpanel, and comparing what it emitted with the truth."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fake_mixpanel import FakeEvent, FakeMixpanel
+
+ROOT = Path(__file__).resolve().parent.parent
+SA_USER, SA_SECRET, PROJECT_ID, API_SECRET = "sa-user", "sa-secret-5f1e9c", 12345, "proj-secret-a7d2"
+SECRETS = (SA_SECRET, API_SECRET)
+FULL_REFRESH, INCREMENTAL = "full_refresh", "incremental"
+
+
+def command() -> list[str]:
+    """The installed console script when there is one, else `python -m` on the package."""
+    script = Path(sys.executable).parent / "source-mixpanel-export"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("source-mixpanel-export")
+    return [found] if found else [sys.executable, "-m", "source_mixpanel_export.run"]
+
+
+def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
+    """A started fake with the test credentials."""
+    fake = FakeMixpanel(
+        events, username=SA_USER, secret=SA_SECRET, project_id=PROJECT_ID, api_secret=API_SECRET, **kwargs
+    )
+    fake.start()
+    return fake
+
+
+def config_for(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
+    """A service-account config aimed at the fake, with fast retries and a roomy per-second budget."""
+    config: dict[str, Any] = {
+        "credentials": {
+            "option_title": "Service Account",
+            "username": SA_USER,
+            "secret": SA_SECRET,
+            "project_id": PROJECT_ID,
+        },
+        "api_base_url": fake.base_url,
+        "start_date": "2024-01-01",
+        "date_window_size": 3,
+        "requests_per_second": 100,
+        "requests_per_hour": 10000,
+        "retry_initial_backoff_seconds": 0.05,
+        "max_retry_seconds": 30,
+    }
+    config.update(overrides)
+    return config
+
+
+def catalog(mode: str = FULL_REFRESH, name: str = "export") -> dict[str, Any]:
+    """A configured catalog with the one stream in the given mode."""
+    return {
+        "streams": [
+            {
+                "stream": {
+                    "name": name,
+                    "json_schema": {},
+                    "supported_sync_modes": [FULL_REFRESH, INCREMENTAL],
+                    "source_defined_cursor": True,
+                    "default_cursor_field": ["time"],
+                },
+                "sync_mode": mode,
+                "destination_sync_mode": "append",
+            }
+        ]
+    }
+
+
+@dataclass
+class Run:
+    """What one CLI run printed, parsed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """Messages of one type (RECORD, STATE, TRACE, LOG, ...)."""
+        return [m for m in self.messages if m.get("type") == kind]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The data of every RECORD message."""
+        return [m["record"]["data"] for m in self.of("RECORD")]
+
+    @property
+    def states(self) -> list[dict[str, Any]]:
+        """The stream_state of every STATE message."""
+        return [m["state"]["stream"]["stream_state"] for m in self.of("STATE")]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """The error of every TRACE ERROR message."""
+        return [m["trace"]["error"] for m in self.of("TRACE") if m["trace"]["type"] == "ERROR"]
+
+    @property
+    def statuses(self) -> list[str]:
+        """STREAM_STATUS values in order."""
+        return [
+            m["trace"]["stream_status"]["status"]
+            for m in self.of("TRACE")
+            if m["trace"]["type"] == "STREAM_STATUS"
+        ]
+
+    def logs(self) -> str:
+        """Every LOG message's text, one per line."""
+        return "\n".join(m["log"]["message"] for m in self.of("LOG"))
+
+
+def write_json(path: Path, value: Any) -> Path:
+    """Write a JSON file and return its path."""
+    path.write_text(json.dumps(value))
+    return path
+
+
+def run_cli(
+    tmp_path: Path,
+    verb: str,
+    config: dict[str, Any] | None = None,
+    mode: str = FULL_REFRESH,
+    state: Any = None,
+    extra: list[str] | None = None,
+    timeout: float = 120,
+    catalog_value: dict[str, Any] | None = None,
+) -> Run:
+    """Run `source-mixpanel-export <verb>` as a subprocess and parse its stdout (exact integers kept)."""
+    args = [*command(), verb]
+    if config is not None:
+        args += ["--config", str(write_json(tmp_path / "config.json", config))]
+    if verb == "read":
+        args += ["--catalog", str(write_json(tmp_path / "catalog.json", catalog_value or catalog(mode)))]
+        if state is not None:
+            args += ["--state", str(write_json(tmp_path / "state.json", state))]
+    args += extra or []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(args, capture_output=True, timeout=timeout, env=env, cwd=ROOT)
+    stdout, stderr = done.stdout.decode(), done.stderr.decode(errors="replace")
+    return Run(done.returncode, stdout, stderr, parse_messages(stdout))
+
+
+def parse_messages(stdout: str) -> list[dict[str, Any]]:
+    """One JSON message per line (split on \\n only); the stdlib parser keeps big integers exact."""
+    return [json.loads(line) for line in stdout.split("\n") if line.strip()]
+
+
+def state_input(stream_state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The --state file content for a per-stream state."""
+    return [{"type": "STREAM", "stream": {"stream_descriptor": {"name": "export"}, "stream_state": stream_state}}]
+
+
+def event_key(name: str, properties: dict[str, Any]) -> str:
+    """A canonical text for an event: name and every property, so set comparison is exact."""
+    return name + "\x00" + json.dumps(properties, sort_keys=True, ensure_ascii=False)
+
+
+def record_keys(records: list[dict[str, Any]]) -> collections.Counter[str]:
+    """Multiset of emitted events."""
+    return collections.Counter(event_key(r["event"], r["properties"]) for r in records)
+
+
+def truth(
+    fake: FakeMixpanel,
+    first: dt.date,
+    last: dt.date,
+    visible_at_ms: int | None = None,
+    legacy_tz: str | None = None,
+) -> collections.Counter[str]:
+    """Multiset of the events the export should hold for [first, last] (days in the request timezone)."""
+    zone = dt.UTC if legacy_tz is None else _zone(legacy_tz)
+    out: collections.Counter[str] = collections.Counter()
+    for event in fake.events:
+        day = dt.datetime.fromtimestamp(event.time_ms / 1000, zone).date()
+        if not first <= day <= last:
+            continue
+        if visible_at_ms is not None and event.processing_ms is not None and event.processing_ms > visible_at_ms:
+            continue
+        out[event_key(event.name, event.export_properties(time_in_ms=True, legacy_tz=legacy_tz))] += 1
+    return out
+
+
+def _zone(name: str) -> dt.tzinfo:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def assert_no_secrets(*texts: str) -> None:
+    """No test secret, nor its Basic-auth token, appears in any output."""
+    import base64
+
+    forms = list(SECRETS) + [
+        base64.b64encode(f"{SA_USER}:{SA_SECRET}".encode()).decode(),
+        base64.b64encode(f"{API_SECRET}:".encode()).decode(),
+    ]
+    for text in texts:
+        for form in forms:
+            assert form not in text, "a secret leaked into the output"
