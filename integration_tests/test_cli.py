@@ -91,7 +91,8 @@ def test_given_unreachable_host_when_check_then_failed_saying_so(tmp_path, fake)
     """A host nobody listens on: FAILED with the host named."""
     run = run_cli(tmp_path, "check", config_for(fake, api_base_url="http://127.0.0.1:9"))
     status = status_of(run)
-    assert run.returncode == 0 and status["status"] == "FAILED" and "Could not reach http://127.0.0.1:9" in status["message"]
+    assert run.returncode == 0 and status["status"] == "FAILED"
+    assert "Could not reach http://127.0.0.1:9" in status["message"]
 
 
 def test_given_invalid_config_when_check_then_failed_naming_the_field_without_requests(tmp_path, fake):
