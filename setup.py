@@ -20,6 +20,8 @@ setup(
             "pytest>=8",
             "hypothesis>=6",
             "ruff>=0.6",
+            "airbyte-connector-models>=0.1.12,<0.2",  # validates metadata.yaml with Airbyte's own models
+            "airbyte>=0.71.3,<1",  # PyAirbyte, for the notebook-style test; requires airbyte-cdk>=7.28.3,<8
         ],
     },
     entry_points={"console_scripts": ["source-mixpanel-export=source_mixpanel_export.run:run"]},

@@ -1,0 +1,72 @@
+"""PyAirbyte runs the installed connector and loads the fake's events into a local DuckDB, typed.
+
+PyAirbyte (`airbyte` on PyPI) installs beside airbyte-cdk 7.39 and this package, so it runs in the
+test environment itself; the connector is the venv's own `source-mixpanel-export` script.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from integration_tests.conftest import FIRST_DAY, LAST_DAY
+from integration_tests.harness import config_for, truth
+
+SCRIPT = Path(sys.executable).parent / "source-mixpanel-export"
+
+
+@pytest.fixture
+def pyairbyte(tmp_path, monkeypatch):
+    """PyAirbyte, offline (no registry look-ups, no usage reports), with its files under tmp_path."""
+    monkeypatch.setenv("AIRBYTE_OFFLINE_MODE", "1")
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    monkeypatch.setenv("AIRBYTE_CACHE_ROOT", str(tmp_path / "pyairbyte"))
+    monkeypatch.setenv("AIRBYTE_LOGGING_ROOT", str(tmp_path / "pyairbyte-logs"))
+    if not SCRIPT.exists():
+        pytest.fail(f"{SCRIPT} is missing: install this package into the test environment (pip install -e .)")
+    return pytest.importorskip("airbyte", reason="PyAirbyte is missing: install the package with its `tests` extra")
+
+
+@pytest.mark.slow
+def test_given_fake_project_when_pyairbyte_reads_export_into_duckdb_then_every_event_arrives_typed(
+    tmp_path, fake, pyairbyte
+):
+    """get_source + select_streams + read into a new local DuckDB cache: all rows, real types."""
+    config = config_for(fake, start_date=FIRST_DAY.isoformat(), end_date=LAST_DAY.isoformat())
+    source = pyairbyte.get_source("source-mixpanel-export", config=config, local_executable=str(SCRIPT))
+    source.check()
+    source.select_streams(["export"])
+    cache = pyairbyte.new_local_cache(cache_name="mixpanel_export", cache_dir=tmp_path / "duckdb")
+
+    result = source.read(cache=cache)
+
+    expected = sum(truth(fake, FIRST_DAY, LAST_DAY).values())
+    assert result.processed_records == expected
+    (count,) = cache.run_sql_query("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM export")
+    assert count == {"n": expected, "ids": expected}
+    columns = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'export'"
+    types = {c["column_name"]: c["data_type"] for c in cache.run_sql_query(columns)}
+    assert types["time"].startswith("TIMESTAMP") and types["mp_processing_time_ms"] == "BIGINT"
+    assert types["properties"] == "JSON" and types["event"] == types["event_id"] == "VARCHAR"
+
+    purchase = next(e for e in fake.events if e.insert_id and e.processing_ms and e.name == "Purchase")
+    row = one_row(cache, purchase.insert_id)
+    assert row["event"] == "Purchase" and row["distinct_id"] == purchase.properties["distinct_id"]
+    assert row["time"].replace(tzinfo=dt.UTC) == dt.datetime.fromtimestamp(purchase.time_ms / 1000, dt.UTC)
+    assert row["mp_processing_time_ms"] == purchase.processing_ms
+    assert row["properties"]["amount"] == purchase.properties["amount"]
+    assert row["properties"]["items"] == purchase.properties["items"]
+    assert row["properties"]["$import"] is purchase.properties["$import"]
+
+    big = next(e for e in fake.events if e.insert_id and e.properties.get("big_int") == 2**63 - 1)
+    assert one_row(cache, big.insert_id)["properties"]["big_int"] == 2**63 - 1
+
+
+def one_row(cache, insert_id: str) -> dict:
+    """The cached row of one event, JSON columns as Python values."""
+    (row,) = cache.run_sql_query(f"SELECT * FROM export WHERE insert_id = '{insert_id}'")
+    return {k: json.loads(v) if k == "properties" and isinstance(v, str) else v for k, v in row.items()}
