@@ -1,8 +1,16 @@
 """The incremental state: small, versioned, readable by a person, read and written only here.
 
-What a state promises: every event dated on or before `synced_through` that Mixpanel processed at or
-before `watermark_ms` has been emitted. While a sync is partway, `in_progress` says the same for the
-days up to its `through`, with the running sync's (newer) watermark. Nothing per event is kept.
+What a state promises, with N the attribution window in days: every event dated on or before
+`synced_through` that Mixpanel processed at or before `watermark_ms`, and at most N days after it
+happened, has been emitted. `in_progress` says the same for the days up to its `through`, with
+another watermark (a sync partway, or one whose end_date stopped short of `synced_through`).
+Nothing per event is kept.
+
+Why the next sync loses nothing within that promise: it re-reads, keeping only events processed
+after the watermark of the part that covers them, every day from the watermark's date minus N days
+(an event processed later and at most N days late cannot be older), and reads whole the days never
+read. Its own watermark is at most the moment Mixpanel received its earliest request, so every event
+processed by then was in the answers it emitted.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from .errors import config_error
 
 STATE_VERSION = 2
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
+ONE_DAY = dt.timedelta(days=1)
+MS_PER_DAY = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -30,12 +40,28 @@ class ExportState:
     partial_watermark_ms: int | None = None
     migrated_from: str | None = None  # set when read from another connector's state
 
-    def first_day(self, start_day: dt.date, attribution_days: int) -> dt.date:
-        """The first event date this sync reads: the attribution window before the last synced day."""
-        if self.synced_through is None:
+    def first_day(self, start_day: dt.date, attribution_days: int, timezone: str = "UTC") -> dt.date:
+        """The first event date this sync reads: the earliest day an event up to N days late can miss.
+
+        An event processed after the oldest watermark and at most `attribution_days` late happened
+        after that watermark less N days. Days never read come after `reached` and are read whole.
+        """
+        reached = self.reached()
+        if reached is None:
             return start_day
-        reread = dt.timedelta(days=max(attribution_days, 1) - 1)
-        return max(start_day, self.synced_through - reread)
+        candidates = [reached + ONE_DAY]
+        marks = [mark for _, mark in self.coverage()]
+        if marks:
+            oldest = min(marks) - attribution_days * MS_PER_DAY
+            candidates.append(day_of(oldest, timezone))
+        if self.synced_through is not None and self.watermark_ms is None:  # migrated: no watermark
+            candidates.append(self.synced_through - dt.timedelta(days=max(attribution_days, 1) - 1))
+        return max(start_day, min(candidates))
+
+    def reached(self) -> dt.date | None:
+        """The last event date any sync has read, finished or not."""
+        days = [d for d in (self.synced_through, self.partial_through) if d is not None]
+        return max(days, default=None)
 
     def coverage(self) -> list[tuple[dt.date, int]]:
         """Ascending (through_day, watermark_ms) pairs for `windows.plan_windows`."""
@@ -48,14 +74,30 @@ class ExportState:
         return pairs
 
     def progressed(self, through: dt.date, watermark_ms: int) -> ExportState:
-        """The state after this sync has finished every window up to `through`."""
+        """The state after this sync has finished every window up to `through`.
+
+        A resumed sync that has not yet caught up with the part it resumes keeps that part's reach
+        (with the lower of the two watermarks), so a second interruption re-reads nothing whole.
+        """
+        if self.partial_through is not None and self.partial_watermark_ms is not None:
+            if self.partial_through >= through:
+                through = self.partial_through
+                watermark_ms = min(watermark_ms, self.partial_watermark_ms)
         return ExportState(self.synced_through, self.watermark_ms, through, watermark_ms)
 
     def completed(self, through: dt.date, watermark_ms: int) -> ExportState:
-        """The state after this sync has finished all its windows."""
-        if self.synced_through is not None and self.synced_through > through:
-            through = self.synced_through
-        return ExportState(through, watermark_ms)
+        """The state after this sync has finished all its windows, up to `through`.
+
+        When an earlier sync reached further (end_date moved back), the days past `through` keep
+        the older watermark they were read with: this sync's watermark would claim events it
+        never asked for.
+        """
+        reached = self.reached()
+        if reached is None or through >= reached:
+            return ExportState(through, watermark_ms)
+        if self.synced_through is not None and self.synced_through >= reached:
+            return ExportState(self.synced_through, self.watermark_ms, through, watermark_ms)
+        return ExportState(self.partial_through, self.partial_watermark_ms, through, watermark_ms)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, with readable copies of the millisecond watermarks."""
@@ -122,6 +164,11 @@ def _migrate(raw: Mapping[str, Any]) -> ExportState:
         raise _bad(f"'time' {value!r} is not a date or timestamp") from None
     day = moment.date()  # type: ignore[union-attr]
     return ExportState(synced_through=day, migrated_from=f"official state time={value}")
+
+
+def day_of(epoch_ms: int, timezone: str) -> dt.date:
+    """The calendar date of an instant in the timezone Mixpanel reads dates in."""
+    return pendulum.from_timestamp(epoch_ms / 1000, tz=timezone).date()
 
 
 def _day(value: Any, key: str) -> dt.date | None:

@@ -1,12 +1,16 @@
 """State: round trips, migration from the official connector, rejection of malformed state."""
 
 import datetime as dt
+import random
 
 import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from source_mixpanel_export.state import ExportState, parse_state
+from source_mixpanel_export.windows import plan_windows
 
 D = dt.date
 
@@ -26,13 +30,47 @@ def test_given_state_when_serialized_and_parsed_then_round_trips():
     assert parse_state(data) == state
 
 
-def test_given_synced_state_when_planning_then_attribution_window_is_reread():
-    """The last attribution_window days are read again, never before start_date."""
-    state = ExportState(D(2024, 1, 10), 5)
-    assert state.first_day(D(2024, 1, 1), 5) == D(2024, 1, 6)
-    assert state.first_day(D(2024, 1, 9), 5) == D(2024, 1, 9)
+def ms(text: str) -> int:
+    """Epoch milliseconds of an ISO UTC instant, so watermarks in tests stay readable."""
+    return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def test_given_synced_state_when_planning_then_days_from_watermark_less_attribution_are_reread():
+    """Re-reading starts N days before the watermark: an event at most N days late cannot be older."""
+    state = ExportState(D(2024, 1, 10), ms("2024-01-10T12:00:00"))
+    assert state.first_day(D(2024, 1, 1), 5) == D(2024, 1, 5)
+    assert state.first_day(D(2024, 1, 8), 5) == D(2024, 1, 8)
     assert state.first_day(D(2024, 1, 1), 0) == D(2024, 1, 10)
-    assert state.coverage() == [(D(2024, 1, 10), 5)]
+    assert state.coverage() == [(D(2024, 1, 10), ms("2024-01-10T12:00:00"))]
+
+
+def test_given_attribution_one_when_planning_then_the_day_before_the_watermark_is_reread():
+    """An event from 23:59 yesterday processed just after a sync at 00:05 is one day late at most."""
+    state = ExportState(D(2024, 1, 10), ms("2024-01-10T00:05:00"))
+    assert state.first_day(D(2024, 1, 1), 1) == D(2024, 1, 9)
+
+
+def test_given_project_timezone_when_planning_then_watermark_day_is_local():
+    """Dates are the ones Mixpanel reads: the watermark's day in the request timezone."""
+    state = ExportState(D(2024, 1, 10), ms("2024-01-10T03:00:00"))
+    assert state.first_day(D(2024, 1, 1), 1, "UTC") == D(2024, 1, 9)
+    assert state.first_day(D(2024, 1, 1), 1, "US/Pacific") == D(2024, 1, 8)
+
+
+def test_given_end_date_in_the_past_when_planning_then_only_days_late_events_can_reach_are_reread():
+    """Days more than N days before the watermark are complete; days never read are read whole."""
+    state = ExportState(D(2024, 1, 3), ms("2024-01-20T12:00:00"))
+    assert state.first_day(D(2024, 1, 1), 5) == D(2024, 1, 4)
+    assert state.first_day(D(2023, 12, 1), 30) == D(2023, 12, 21)
+    assert state.first_day(D(2024, 1, 1), 30) == D(2024, 1, 1)
+
+
+def test_given_interrupted_first_sync_when_planning_then_resumes_near_its_reach():
+    """A first sync killed after some windows: its days are re-read for late arrivals only."""
+    state = ExportState().progressed(D(2024, 1, 7), ms("2024-01-20T12:00:00"))
+    assert state.synced_through is None and state.reached() == D(2024, 1, 7)
+    assert state.first_day(D(2024, 1, 1), 5) == D(2024, 1, 8)
+    assert state.first_day(D(2024, 1, 1), 15) == D(2024, 1, 5)
 
 
 def test_given_interrupted_sync_when_planning_then_newer_watermark_covers_its_days_first():
@@ -43,12 +81,48 @@ def test_given_interrupted_sync_when_planning_then_newer_watermark_covers_its_da
     assert state.completed(D(2024, 1, 12), 9) == ExportState(D(2024, 1, 12), 9)
 
 
+def test_given_resumed_sync_behind_its_predecessor_when_progressing_then_keeps_the_reach():
+    """A resumed sync that is killed again before catching up re-reads nothing whole."""
+    state = ExportState(None, None, D(2024, 1, 8), 900)
+    assert state.progressed(D(2024, 1, 3), 1000) == ExportState(None, None, D(2024, 1, 8), 900)
+    assert state.progressed(D(2024, 1, 3), 800) == ExportState(None, None, D(2024, 1, 8), 800)
+    assert state.progressed(D(2024, 1, 9), 1000) == ExportState(None, None, D(2024, 1, 9), 1000)
+
+
+def test_given_end_date_moved_back_when_completed_then_later_days_keep_their_older_watermark():
+    """A sync that stops short of the last synced day cannot claim its watermark for the days after."""
+    state = ExportState(D(2024, 1, 10), 500).completed(D(2024, 1, 7), 900)
+    assert state == ExportState(D(2024, 1, 10), 500, D(2024, 1, 7), 900)
+    assert state.coverage() == [(D(2024, 1, 7), 900), (D(2024, 1, 10), 500)]
+    first_sync = ExportState(None, None, D(2024, 1, 8), 700).completed(D(2024, 1, 5), 900)
+    assert first_sync.coverage() == [(D(2024, 1, 5), 900), (D(2024, 1, 8), 700)]
+
+
 def test_given_official_state_when_parsed_then_migrated_without_watermark():
     """{'time': ...} from the official connector becomes a day re-read whole (no loss)."""
     state = parse_state({"time": "2024-03-05T10:11:12Z"})
     assert state.synced_through == D(2024, 3, 5) and state.watermark_ms is None
     assert state.coverage() == [] and state.first_day(D(2024, 1, 1), 5) == D(2024, 3, 1)
     assert state.migrated_from
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{"time": 1709633472}, {"time": 1709633472123}, {"time": "2024-03-05"}, {"date": "2024-03-05"}],
+)
+def test_given_official_state_in_any_of_its_forms_when_parsed_then_same_day(raw):
+    """Epoch seconds, epoch milliseconds, a plain date or the older 'date' key all name the same day."""
+    assert parse_state(raw).synced_through == D(2024, 3, 5)
+
+
+def test_given_state_after_a_partial_sync_when_printed_and_read_back_then_plans_the_same_windows():
+    """What a sync checkpoints is exactly what the next one plans from, through its JSON form."""
+    state = ExportState(D(2024, 1, 10), ms("2024-01-10T09:00:00")).progressed(D(2024, 1, 7), ms("2024-01-11T09:00:00"))
+    again = parse_state(state.to_dict())
+    assert again == state and again.first_day(D(2024, 1, 1), 5) == state.first_day(D(2024, 1, 1), 5)
+    assert plan_windows(D(2024, 1, 5), D(2024, 1, 12), 30, again.coverage()) == plan_windows(
+        D(2024, 1, 5), D(2024, 1, 12), 30, state.coverage()
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,6 +137,10 @@ def test_given_official_state_when_parsed_then_migrated_without_watermark():
         ({"version": 2, "in_progress": {"through": "2024-01-01"}}, "in_progress"),
         ({"time": "not a date"}, "'time'"),
         ({"foo": "bar"}, "neither"),
+        ({"version": 2, "synced_through": "2024-01-01", "watermark_ms": -1}, "watermark_ms"),
+        ({"version": 2, "synced_through": "2024-01-01", "watermark_ms": True}, "watermark_ms"),
+        ({"version": 2, "in_progress": "2024-01-01"}, "in_progress"),
+        ({"version": 2, "in_progress": {"through": "2024-01-01", "watermark_ms": 1.5}}, "in_progress.watermark_ms"),
     ],
 )
 def test_given_malformed_state_when_parsed_then_config_error_names_the_problem(raw, problem):
@@ -71,3 +149,69 @@ def test_given_malformed_state_when_parsed_then_config_error_names_the_problem(r
         parse_state(raw)
     assert info.value.failure_type == FailureType.config_error
     assert problem in info.value.message and "Reset" in info.value.message
+
+
+# A model of the whole incremental loop, without HTTP: Mixpanel as a list of (event date, processing
+# time) pairs, a sync as plan_windows over first_day/coverage whose every window sees what was
+# processed by the moment it was asked, killed at any window or stopped short by an end_date.
+BASE = D(2024, 1, 1)
+MS_DAY = 86_400_000
+BASE_MS = ms("2024-01-01T00:00:00")
+
+
+def _sync(state, events, now_ms, attribution, size, end_day, kill_after, delivered):
+    """One modelled sync: returns the state it leaves (its last checkpoint when killed)."""
+    today = BASE + dt.timedelta(days=(now_ms - BASE_MS) // MS_DAY)
+    end = min(end_day or today, today)
+    first = state.first_day(BASE, attribution)
+    windows = plan_windows(first, end, size, state.coverage()) if first <= end else []
+    watermark = None
+    for number, window in enumerate(windows):
+        if kill_after is not None and number == kill_after:
+            return state
+        asked_ms = now_ms + number * 1000
+        for index, (day, processed) in enumerate(events):
+            if window.first_day <= day <= window.last_day and processed <= asked_ms:
+                if window.processed_after_ms is None or processed > window.processed_after_ms:
+                    delivered.add(index)
+        watermark = asked_ms - 250 if watermark is None else min(watermark, asked_ms - 250)
+        state = state.progressed(window.last_day, watermark)
+    if watermark is not None and end >= first:
+        state = state.completed(end, watermark)
+    return state
+
+
+def _history(seed: int) -> tuple[list[int], list[tuple[int, int | None, int | None, int]], int]:
+    """A random history: event lateness in minutes or days, syncs hours or days apart, some killed,
+    some with an end_date (also one moved back), one attribution window."""
+    rng = random.Random(seed)
+    lateness = [rng.choice((rng.randrange(600_000), rng.randrange(9 * MS_DAY))) for _ in range(60)]
+    happened = [rng.randrange(19 * MS_DAY) for _ in lateness]
+    syncs = [
+        (
+            rng.randrange(1, 3 * MS_DAY),
+            rng.choice((None, None, rng.randrange(26))),
+            rng.choice((None, None, rng.randrange(5))),
+            rng.randint(1, 4),
+        )
+        for _ in range(rng.randint(1, 8))
+    ]
+    return list(zip(happened, lateness, strict=True)), syncs, rng.randint(0, 6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_given_any_history_of_syncs_when_a_last_sync_completes_then_no_event_within_attribution_is_lost(seed):
+    """Late arrivals, kills, resumes and end_date changes in any order: nothing at most N days late is lost."""
+    happenings, syncs, attribution = _history(seed)
+    events = [(BASE + dt.timedelta(days=t // MS_DAY), BASE_MS + t + late) for t, late in happenings]
+    delivered: set[int] = set()
+    state, now = ExportState(), BASE_MS + MS_DAY // 2
+    for gap, end, kill, size in syncs:
+        now += gap
+        end_day = None if end is None else BASE + dt.timedelta(days=end)
+        state = parse_state(_sync(state, events, now, attribution, size, end_day, kill, delivered).to_dict())
+    now = max([now, *(p for _, p in events)]) + 1000
+    _sync(state, events, now, attribution, 3, None, None, delivered)
+    missing = [i for i, (_, late) in enumerate(happenings) if late <= attribution * MS_DAY and i not in delivered]
+    assert missing == []

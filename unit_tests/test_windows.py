@@ -90,3 +90,12 @@ def test_given_day_in_project_timezone_when_split_then_pieces_follow_local_midni
 def test_labels_are_readable():
     """Labels name the days, the piece and the late-arrival filter."""
     assert Window(D(2024, 1, 1), D(2024, 1, 1), 0).label() == "2024-01-01 (arrived after 1970-01-01T00:00:00Z)"
+
+
+def test_given_coverage_reaching_before_the_first_day_when_planned_then_it_is_skipped():
+    """A part of the state that ends before the first day read plays no role; later parts still filter."""
+    windows = plan_windows(D(2024, 1, 5), D(2024, 1, 8), 30, [(D(2024, 1, 3), 900), (D(2024, 1, 6), 500)])
+    assert [(w.first_day, w.last_day, w.processed_after_ms) for w in windows] == [
+        (D(2024, 1, 5), D(2024, 1, 6), 500),
+        (D(2024, 1, 7), D(2024, 1, 8), None),
+    ]
