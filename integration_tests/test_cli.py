@@ -38,13 +38,14 @@ def status_of(run) -> dict:
     return status["connectionStatus"]
 
 
-def test_given_service_account_when_check_then_succeeded_after_one_cheap_export_request(tmp_path, fake):
-    """check sends one export request for today with limit=1 and succeeds."""
+def test_given_service_account_when_check_then_succeeded_after_a_small_sample(tmp_path, fake):
+    """check samples today (limit=100) and, today being empty here, yesterday; then succeeds."""
     run = run_cli(tmp_path, "check", config_for(fake))
     assert run.returncode == 0 and status_of(run)["status"] == "SUCCEEDED"
-    (request,) = fake.export_requests
-    assert request.params["limit"] == "1" and request.params["from_date"] == TODAY.isoformat()
-    assert request.params["project_id"] == "12345" and request.auth == "service_account"
+    today, yesterday = fake.export_requests
+    assert (today.params["from_date"], yesterday.params["from_date"]) == (TODAY.isoformat(), LAST_DAY.isoformat())
+    assert today.params["limit"] == yesterday.params["limit"] == "100"
+    assert today.params["project_id"] == "12345" and today.auth == "service_account"
 
 
 def test_given_project_secret_when_check_then_succeeded(tmp_path, fake):
@@ -173,7 +174,7 @@ def test_given_incremental_when_synced_twice_then_second_sync_reads_only_new_eve
     assert second.returncode == 0
     assert sorted(r["insert_id"] for r in second.records) == sorted(e.insert_id for e in late)
     first_day = min(r.params["from_date"] for r in fake.export_requests)
-    assert first_day == (TODAY - dt.timedelta(days=4)).isoformat()
+    assert first_day == (TODAY - dt.timedelta(days=5)).isoformat()
     assert all("mp_processing_time_ms" in r.params["where"] for r in fake.export_requests)
     assert second.states[-1]["watermark_ms"] > final["watermark_ms"]
 

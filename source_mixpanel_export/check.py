@@ -1,42 +1,268 @@
-"""`check`: one cheap request to the export endpoint itself, and an answer a person can act on."""
+"""`check`: a small sample of recent events from the export endpoint, and an answer a person can act on.
+
+Besides credentials and region, it catches timezone settings that do not fit the project, which would
+otherwise shift every event time by hours without any error: Mixpanel refusing today's date, or event
+times that sit a whole UTC offset away from the moment Mixpanel received the events.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import threading
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import requests
 
-from .budget import RateBudget
-from .client import ExportClient, describe_rejection, error_message
+from .client import CONNECT_TIMEOUT_SECONDS, USER_AGENT, describe_rejection, error_message, export_params
 from .config import Config
+from .records import LegacyClock
+from .windows import ONE_DAY, Window
+
+SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
+ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the sample
+SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
+READ_TIMEOUT_SECONDS = 120
+
+MINUTE_MS = 60_000
+QUARTER_HOUR_MS = 15 * MINUTE_MS
+MIN_EVIDENCE = 5  # events with both times needed before judging
+MIN_OFFSET_MS = 30 * MINUTE_MS  # smaller gaps are delivery delay, not a timezone
+DELAY_SLACK_MS = 10 * MINUTE_MS  # an event may reach Mixpanel this long after it happened...
+SKEW_SLACK_MS = 2 * MINUTE_MS  # ...or, by its device's clock, this long before
+MEDIAN_DELAY_MS = 5 * MINUTE_MS  # but the typical event arrives within this (seconds, in practice)
+AGREEING_SHARE = 0.6  # the share of the sample that must show the same offset
+SETTINGS_HINT = "the Timezone in Mixpanel's Project Settings > Overview"
 
 
 def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]:
-    """(True, None) when Mixpanel answers an export of today (limit 1), else (False, what to fix)."""
-    budget = RateBudget(config.requests_per_second, config.requests_per_hour, logger=logger)
-    client = ExportClient(config, budget, logger, stop=threading.Event())
+    """(True, None) when Mixpanel answers and event times fit the timezone settings, else (False, what to fix)."""
     today = config.today()
-    try:
-        status, body, _headers = client.probe(today)
-    except requests.RequestException as exc:
-        return False, (
-            f"Could not reach {config.base_url} ({type(exc).__name__}). Check region / api_base_url "
-            "and that this host can reach Mixpanel."
-        )
-    text = error_message(body)
-    if status == 200:
-        return True, None
+    sample: list[Any] = []
+    for day in (today, today - ONE_DAY):
+        try:
+            status, body = _export_sample(config, day)
+        except requests.RequestException as exc:
+            if day != today:
+                break  # the first answer already proved the connection; judge what there is
+            return False, (
+                f"Could not reach {config.base_url} ({type(exc).__name__}). Check region / api_base_url "
+                "and that this host can reach Mixpanel."
+            )
+        if status != 200:
+            if day != today:
+                logger.info(f"Mixpanel answered {status} for {day}; judging the timezone settings on {today} alone.")
+                break
+            return False, _refusal(config, day, status, error_message(body))
+        sample.extend(_events(body))
+        if len(sample) >= ENOUGH_EVENTS:
+            break
+    finding = compare_times(sample, config)
+    logger.info(finding.summary(config))
+    return (False, finding.problem(config)) if finding.mismatch else (True, None)
+
+
+def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
+    """One export request for up to SAMPLE_LIMIT of a day's events: status and (at most SAMPLE_MAX_BYTES of) body."""
+    with requests.get(
+        config.export_url,
+        params=export_params(config, Window(day, day), limit=SAMPLE_LIMIT),
+        auth=config.credentials.basic_auth(),
+        headers={"Accept-Encoding": "gzip", "User-Agent": USER_AGENT},
+        timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+        stream=True,
+    ) as response:
+        body = bytearray()
+        for chunk in response.iter_content(1 << 16):
+            body += chunk
+            if len(body) >= SAMPLE_MAX_BYTES:
+                break
+        return response.status_code, bytes(body)
+
+
+def _events(body: bytes) -> list[Any]:
+    """The events of a sample body; lines that do not parse (or were cut off by the size cap) are left out."""
+    events = []
+    for line in body.split(b"\n"):
+        try:
+            events.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+    return events
+
+
+def _refusal(config: Config, day: dt.date, status: int, text: str) -> str:
+    """What to fix when Mixpanel refused the sample request."""
     if status == 400 and "cannot be later than today" in text.lower():
-        return False, (
-            f"Mixpanel says {today} (today in {config.request_timezone}) is later than the project's "
-            "today: the project reads dates in a timezone behind that one. If it was created before "
-            "2023, turn on legacy_local_time and set project_timezone to the project's timezone "
-            "(Project Settings > Overview)."
-        )
+        return _day_ahead(config, day)
     if status == 429:
-        return False, "Mixpanel's rate limit is exhausted right now (429); try again in a few minutes."
+        return "Mixpanel's rate limit is exhausted right now (429); try again in a few minutes."
     if status >= 500:
-        return False, f"Mixpanel is failing right now ({status}: {text}); try again later."
+        return f"Mixpanel is failing right now ({status}: {text}); try again later."
     error = describe_rejection(config, status, text)
-    return False, getattr(error, "message", None) or str(error)
+    return getattr(error, "message", None) or str(error)
+
+
+def _day_ahead(config: Config, day: dt.date) -> str:
+    """Mixpanel's today is behind ours: the project reads dates in a timezone west of the one configured."""
+    said = (
+        f"Mixpanel refused {day}, today in {config.request_timezone}, as later than the project's today: "
+        f"the project reads dates in a timezone behind {config.request_timezone}."
+    )
+    if not config.legacy_local_time:
+        return (
+            f"{said} Projects created before 2023 do that (and store event times in that timezone): turn on "
+            f"legacy_local_time and set project_timezone to {SETTINGS_HINT}."
+        )
+    return (
+        f"{said} Set project_timezone to {SETTINGS_HINT} (now {config.project_timezone}); if the project was "
+        "created in 2023 or later, turn off legacy_local_time instead (such projects read dates in UTC)."
+    )
+
+
+@dataclass(frozen=True)
+class TimeFinding:
+    """How the sample's event times sit against the moments Mixpanel received the events."""
+
+    events: int  # events in the sample that carry both times
+    observed_ms: int | None  # the project's offset of `time` from true UTC, snapped to a quarter hour
+    assumed_ms: int  # the offset the settings assume (the median over the sample)
+    residual_ms: int | None  # observed minus assumed, snapped; None when the sample does not agree
+    agreeing: int  # events within the delivery slack of the residual
+    median_ms: int | None = None  # median of `time` (read as the settings say) minus receipt
+
+    @property
+    def mismatch(self) -> bool:
+        """The settings shift event times by a consistent, whole quarter-hour offset of at least 30 min."""
+        return self.residual_ms is not None and abs(self.residual_ms) >= MIN_OFFSET_MS
+
+    def summary(self, config: Config) -> str:
+        """A log line that says what the sample showed."""
+        if self.events < MIN_EVIDENCE:
+            return (
+                f"Timezone settings not verified: only {self.events} recent events carry both `time` and "
+                "$mp_api_timestamp_ms."
+            )
+        median = self.median_ms or 0
+        gap = f"`time` minus receipt is a median {'-' if median < 0 else '+'}{_span(median)}"
+        if self.mismatch:
+            return (
+                f"Timezone settings ({_settings(config)}) do not fit: in {self.events} sampled events {gap}; "
+                f"the project stores times at UTC{_offset(self.observed_ms or 0)}."
+            )
+        if abs(median) < MIN_OFFSET_MS:
+            return f"Timezone settings ({_settings(config)}) fit: in {self.events} sampled events {gap}."
+        return (
+            f"Timezone settings not verified: in {self.events} sampled events {gap}, but not consistently "
+            "enough to blame the settings (late or imported events?)."
+        )
+
+    def problem(self, config: Config) -> str:
+        """What to change, for a finding that is a mismatch."""
+        observed = self.observed_ms or 0
+        seen = (
+            f"In {self.agreeing} of {self.events} recent events, `time` is {_span(self.residual_ms or 0)} "
+            f"{'ahead of' if (self.residual_ms or 0) > 0 else 'behind'} what the settings ({_settings(config)}) "
+            f"expect, compared with when Mixpanel received them ($mp_api_timestamp_ms): the project stores "
+            f"times at UTC{_offset(observed)}."
+        )
+        if not config.legacy_local_time:
+            return (
+                f"{seen} Projects created before 2023 store event times in the project timezone: turn on "
+                f"legacy_local_time and set project_timezone to {SETTINGS_HINT}."
+            )
+        if abs(observed) < MIN_OFFSET_MS:
+            return (
+                f"{seen} Its event times are already UTC: turn off legacy_local_time (projects created in "
+                "2023 or later store UTC)."
+            )
+        return (
+            f"{seen} {config.project_timezone} is UTC{_offset(self.assumed_ms)} at those times: set "
+            f"project_timezone to {SETTINGS_HINT}."
+        )
+
+
+def compare_times(events: Iterable[Any], config: Config) -> TimeFinding:
+    """Compare each event's `time`, read the way the settings say, with when Mixpanel received it.
+
+    Read right, an event's time is a little before its receipt (delivery delay). Read with the wrong
+    settings, the whole sample sits a UTC offset away: a legacy project read as UTC shows its local
+    offset, a UTC project read as legacy the negated offset of project_timezone. Only a whole quarter
+    hour of at least 30 minutes counts, and only when most of the sample sits just below it and the
+    median within a few minutes of it: late or imported events, or a steady pipeline delay, cannot
+    fake a finding.
+    """
+    clock = LegacyClock(config.project_timezone) if config.legacy_local_time else None
+    raw_gaps: list[int] = []
+    assumed: list[int] = []
+    for event in events:
+        pair = _times(event)
+        if pair is None:
+            continue
+        shown, received = pair
+        raw_gaps.append(shown - received)
+        assumed.append(shown - clock.to_utc_ms(shown) if clock else 0)
+    count = len(raw_gaps)
+    assumed_ms = int(statistics.median_low(assumed)) if assumed else 0
+    if count < MIN_EVIDENCE:
+        return TimeFinding(count, None, assumed_ms, None, 0)
+    residuals = [gap - offset for gap, offset in zip(raw_gaps, assumed, strict=True)]
+    median = int(statistics.median_low(residuals))
+    residual, agreeing = _common_offset(residuals)
+    observed, _ = _common_offset(raw_gaps)
+    if agreeing < AGREEING_SHARE * count or not -SKEW_SLACK_MS <= residual - median <= MEDIAN_DELAY_MS:
+        return TimeFinding(count, None, assumed_ms, None, agreeing, median)
+    return TimeFinding(count, observed, assumed_ms, residual, agreeing, median)
+
+
+def _common_offset(gaps: list[int]) -> tuple[int, int]:
+    """The quarter hour next to the median gap that most gaps sit just below, and how many do."""
+    middle = statistics.median_low(gaps)
+    below = middle // QUARTER_HOUR_MS * QUARTER_HOUR_MS
+    candidates = (below, below + QUARTER_HOUR_MS)
+    scored = [(sum(1 for g in gaps if -DELAY_SLACK_MS <= g - c <= SKEW_SLACK_MS), c) for c in candidates]
+    agreeing, offset = max(scored)
+    return offset, agreeing
+
+
+def _times(event: Any) -> tuple[int, int] | None:
+    """(`time` as epoch ms, receipt epoch ms) of an exported event, or None when either is missing."""
+    if not isinstance(event, Mapping):
+        return None
+    props = event.get("properties")
+    if not isinstance(props, Mapping):
+        return None
+    shown, received = props.get("time"), props.get("$mp_api_timestamp_ms", props.get("mp_processing_time_ms"))
+    if not _is_number(shown) or not _is_number(received):
+        return None
+    shown_ms = int(shown) if shown >= 100_000_000_000 else int(shown * 1000)  # seconds if time_in_ms was ignored
+    return shown_ms, int(received)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _settings(config: Config) -> str:
+    if config.legacy_local_time:
+        return f"legacy_local_time on, project_timezone {config.project_timezone}"
+    return "legacy_local_time off: times read as UTC"
+
+
+def _offset(ms: int) -> str:
+    """+05:30 / -07:00 for an offset in milliseconds."""
+    sign = "-" if ms < 0 else "+"
+    minutes = abs(ms) // MINUTE_MS
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _span(ms: int) -> str:
+    """7 h / 5 h 30 min / 12 min / 40 s for a duration in milliseconds."""
+    if abs(ms) < MINUTE_MS:
+        return f"{abs(ms) // 1000} s"
+    minutes = abs(ms) // MINUTE_MS
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if hours and rest else (f"{hours} h" if hours else f"{rest} min")

@@ -141,8 +141,8 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
     region = _region(raw.get("region"))
     timezone = _timezone(raw.get("project_timezone"))
     legacy = _boolean(raw, "legacy_local_time")
-    start, start_has_time = _start(raw.get("start_date"), now)
     request_tz = timezone if legacy else "UTC"
+    start, start_has_time = _start(raw.get("start_date"), now, request_tz)
     end_day = _end_day(raw.get("end_date"), request_tz)
     start_day = pendulum.instance(start).in_timezone(request_tz).date()
     if end_day is not None and end_day < start_day:
@@ -249,12 +249,23 @@ def _parse_moment(value: Any, key: str) -> tuple[dt.datetime, bool]:
     return parsed.in_timezone("UTC"), len(text) > 10  # type: ignore[union-attr]
 
 
-def _start(value: Any, now: dt.datetime | None) -> tuple[dt.datetime, bool]:
+def _start(value: Any, now: dt.datetime | None, timezone: str) -> tuple[dt.datetime, bool]:
+    """The start instant; a start without a time of day is midnight of that date in the request timezone.
+
+    A legacy project's dates are its own days, so `2024-03-08` must not become 2024-03-07 in US/Pacific.
+    """
     if value in (None, ""):
-        today = (pendulum.instance(now) if now else pendulum.now("UTC")).start_of("day")
-        return today.subtract(days=DEFAULTS["default_start_days_ago"]), False
+        today = (pendulum.instance(now) if now else pendulum.now("UTC")).in_timezone(timezone).date()
+        return _midnight(today - dt.timedelta(days=DEFAULTS["default_start_days_ago"]), timezone), False
     moment, has_time = _parse_moment(value, "start_date")
-    return moment, has_time and (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0)
+    if has_time and (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
+        return moment, True
+    return _midnight(moment.date(), timezone), False
+
+
+def _midnight(day: dt.date, timezone: str) -> dt.datetime:
+    """The UTC instant a day begins in a timezone."""
+    return pendulum.datetime(day.year, day.month, day.day, tz=timezone).in_timezone("UTC")
 
 
 def _end_day(value: Any, timezone: str) -> dt.date | None:

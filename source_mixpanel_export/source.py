@@ -47,7 +47,7 @@ class SourceMixpanelExport(AbstractSource):
         return AirbyteConnectionStatus(status=Status.SUCCEEDED if ok else Status.FAILED, message=message)
 
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> tuple[bool, str | None]:
-        """One cheap export request (today, limit 1) with the configured credentials and region."""
+        """A sample of recent events (at most 2 export requests) with the configured credentials, region and timezone."""
         try:
             parsed = self._parse(config)
         except AirbyteTracedException as exc:

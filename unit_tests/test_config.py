@@ -123,3 +123,10 @@ def test_given_secret_when_derived_forms_listed_then_basic_token_is_among_them()
     """The Basic-auth token and the URL-encoded secret are masked like the secret."""
     forms = parse_config(config(credentials={**SA, "secret": "a/b c"}), now=NOW).secret_forms()
     assert "a/b c" in forms and "a%2Fb%20c" in forms and "dTphL2IgYw==" in forms
+
+
+def test_given_legacy_project_behind_utc_when_start_date_is_a_date_then_first_day_is_that_local_day():
+    """2024-03-08 is the project's own 2024-03-08, not the UTC instant (which is still 03-07 in Pacific)."""
+    raw = config(start_date="2024-03-08", project_timezone="US/Pacific", legacy_local_time=True)
+    cfg = parse_config(raw, now=NOW)
+    assert cfg.start_day() == dt.date(2024, 3, 8) and not cfg.start_has_time
