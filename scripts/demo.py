@@ -101,8 +101,8 @@ def main() -> None:
         second = cli("read", "--config", str(OUT / "config.json"), "--catalog", str(OUT / "catalog.json"),
                      "--state", str(state_file), save_as="read2.jsonl")
         summarize_read(second)
-        print("\nThe second read re-read the last attribution_window days for late arrivals only and "
-              "emitted just what Mixpanel processed since the first.\nOutputs are in .demo/.")
+        print("\nThe second read re-read the days late events could belong to (attribution_window), keeping only "
+              "events Mixpanel processed since the first read.\nOutputs are in .demo/.")
     finally:
         fake.terminate()
         fake.wait(timeout=10)

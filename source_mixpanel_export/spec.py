@@ -112,17 +112,19 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "type": "string",
             "default": DEFAULTS["project_timezone"],
             "examples": ["UTC", "US/Pacific", "Europe/Berlin"],
-            "description": "IANA timezone of the project (Project Settings > Overview > Timezone). "
-            "Only projects with 'Legacy project' on read dates and store times in it.",
+            "description": "The 'Timezone' shown in Mixpanel's Project Settings > Overview, as an IANA name "
+            "(e.g. US/Pacific, Europe/Berlin). Used only when 'Project created before 2023' is on. If that "
+            "timezone was ever changed, events ingested before the change keep the old offset.",
             "order": 4,
         },
         "legacy_local_time": {
-            "title": "Legacy project (created before 2023, times in project timezone)",
+            "title": "Project created before 2023 (times stored in project timezone)",
             "type": "boolean",
             "default": DEFAULTS["legacy_local_time"],
-            "description": "Turn on for projects created before 2023 whose events are stored in the "
-            "project timezone: dates are then requested in project_timezone and event times converted "
-            "to true UTC. Leave off for projects created since 2023 (they use UTC).",
+            "description": "Look at 'Date Created' in Mixpanel's Project Settings > Overview. Created before "
+            "1 January 2023: turn this on and set Project timezone - Mixpanel reads export dates in that "
+            "timezone and stores event times as its local time, which the connector converts to true UTC. "
+            "Created since: leave off (dates and times are UTC). `check` tells you if this looks wrong.",
             "order": 5,
         },
         "date_window_size": _int(
@@ -130,9 +132,9 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "for. Windows Mixpanel cannot answer in time are split automatically.", 6, minimum=1,
         ),
         "attribution_window": _int(
-            "Attribution window (days)", "attribution_window", "How many of the last synced days each "
-            "incremental sync reads again for late-arriving events (only events Mixpanel processed "
-            "since the previous sync are emitted from them).", 7,
+            "Attribution window (days)", "attribution_window", "Events Mixpanel processes up to this many days after "
+            "they happened are picked up by the next incremental sync, which re-reads those days keeping only "
+            "events processed since the previous sync.", 7,
         ),
         "export_lookback_window": _int(
             "Lookback (seconds)", "export_lookback_window", "Extra safety margin subtracted from the "
