@@ -1,7 +1,7 @@
 """Record building: one exported event in, one typed, lossless Airbyte record out.
 
 This runs once per event, so it avoids per-record date parsing libraries: times are formatted from
-integer milliseconds with a per-minute cache, and legacy offsets are cached per quarter hour.
+integer milliseconds with a per-day cache and lookup tables, and legacy offsets are cached per quarter hour.
 """
 
 from __future__ import annotations
@@ -61,31 +61,41 @@ class BadEvent(ValueError):
     """A line that is JSON but not an event object."""
 
 
+# Table lookups for the time of day: the date is cached per day, the rest is indexing, no formatting.
+_EPOCH = dt.datetime(1970, 1, 1)
+_CLOCK = tuple(f"{hour:02d}:{minute:02d}:" for hour in range(24) for minute in range(60))
+_SECONDS = tuple(f"{second:02d}." for second in range(60))
+_MILLIS = tuple(f"{milli:03d}Z" for milli in range(1000))
+
+
 class IsoTime:
-    """Formats UTC epoch milliseconds as ISO-8601 with a per-minute prefix cache (pure, fast)."""
+    """Formats UTC epoch milliseconds as ISO-8601 (pure, ~0.4 µs): a per-day date cache and lookups."""
 
     def __init__(self) -> None:
-        self._prefixes: dict[int, str] = {}
+        self.dates: dict[int, str] = {}
 
     def __call__(self, epoch_ms: int) -> str:
         minute, rest = divmod(epoch_ms, 60_000)
-        prefix = self._prefixes.get(minute)
-        if prefix is None:
-            if len(self._prefixes) > 200_000:
-                self._prefixes.clear()
-            moment = dt.datetime(1970, 1, 1) + dt.timedelta(minutes=minute)
-            prefix = self._prefixes[minute] = moment.strftime("%Y-%m-%dT%H:%M:")
+        day, minute_of_day = divmod(minute, 1440)
         seconds, millis = divmod(rest, 1000)
-        return f"{prefix}{seconds:02d}.{millis:03d}Z"
+        return (self.dates.get(day) or self.date(day)) + _CLOCK[minute_of_day] + _SECONDS[seconds] + _MILLIS[millis]
+
+    def date(self, day: int) -> str:
+        """`YYYY-MM-DDT` of a day since 1970-01-01, cached."""
+        if len(self.dates) > 100_000:
+            self.dates.clear()
+        date = self.dates[day] = (_EPOCH + dt.timedelta(days=day)).strftime("%Y-%m-%dT")
+        return date
 
 
 class LegacyClock:
     """Turns a legacy project's local wall time (written as if UTC) back into true UTC.
 
     The offset is the one in force at that local time. In the hour that repeats when daylight saving
-    ends, the wall time is ambiguous and the first occurrence (still daylight time, fold=0) is taken;
-    a wall time inside the skipped spring hour cannot come from a real event and gets the offset before
-    the change. Offsets are cached per quarter hour of wall time: every zone changes on such a boundary.
+    ends, the wall time is ambiguous and the first occurrence (still daylight time, fold=0) is taken,
+    so an event of the second pass through that hour comes out one hour early; a wall time inside the
+    skipped spring hour cannot come from a real event and gets the offset before the change. Offsets
+    are cached per quarter hour of wall time: every zone changes on such a boundary.
     """
 
     _BUCKET_MS = 15 * 60_000
@@ -118,8 +128,10 @@ def event_id(name: str, raw_time: Any, insert_id: Any, properties: dict[str, Any
 def make_builder(legacy_timezone: str | None = None) -> Callable[[Any], dict[str, Any]]:
     """A function from a parsed export line to a record; raises BadEvent for non-event JSON."""
     iso = IsoTime()
+    cached_date, date = iso.dates.get, iso.date
+    clock, second_of, milli_of = _CLOCK, _SECONDS, _MILLIS
     to_utc = LegacyClock(legacy_timezone).to_utc_ms if legacy_timezone else None
-    blake = hashlib.blake2b
+    new_hash = hashlib.blake2b(digest_size=16).copy  # copying a set-up hash beats constructing one
 
     def build(event: Any) -> dict[str, Any]:
         if type(event) is not dict:
@@ -128,24 +140,32 @@ def make_builder(legacy_timezone: str | None = None) -> Callable[[Any], dict[str
         props = event.get("properties")
         if type(name) is not str or type(props) is not dict:
             raise BadEvent("an event lacks a string 'event' or an object 'properties'")
-        raw_time = props.get("time")
-        if type(raw_time) is int:
-            time = iso(to_utc(raw_time) if to_utc else raw_time)
-        elif type(raw_time) is float:
-            time = iso(to_utc(int(raw_time)) if to_utc else int(raw_time))
+        get = props.get
+        raw_time = get("time")
+        kind = type(raw_time)
+        if kind is int or kind is float:  # IsoTime.__call__, inlined: it runs for every record
+            epoch_ms = raw_time if kind is int else int(raw_time)
+            if to_utc:
+                epoch_ms = to_utc(epoch_ms)
+            minute, rest = divmod(epoch_ms, 60_000)
+            day, minute_of_day = divmod(minute, 1440)
+            seconds, millis = divmod(rest, 1000)
+            time = (cached_date(day) or date(day)) + clock[minute_of_day] + second_of[seconds] + milli_of[millis]
         else:
             time = None
-        insert_id = props.get("$insert_id")
-        if insert_id is not None:
+        insert_id = get("$insert_id")
+        if insert_id is None:
+            eid = event_id(name, raw_time, None, props)
+        else:
             if type(insert_id) is not str:
                 insert_id = str(insert_id)
-            eid = blake(f"{name}\x1f{raw_time}\x1f{insert_id}".encode(), digest_size=16).hexdigest()
-        else:
-            eid = event_id(name, raw_time, None, props)
-        distinct_id = props.get("distinct_id")
+            digest = new_hash()
+            digest.update(f"{name}\x1f{raw_time}\x1f{insert_id}".encode())
+            eid = digest.hexdigest()
+        distinct_id = get("distinct_id")
         if distinct_id is not None and type(distinct_id) is not str:
             distinct_id = json.dumps(distinct_id) if isinstance(distinct_id, dict | list) else str(distinct_id)
-        processed = props.get("mp_processing_time_ms")
+        processed = get("mp_processing_time_ms")
         if processed is not None and type(processed) is not int:
             processed = _as_int(processed)
         return {

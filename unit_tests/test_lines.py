@@ -3,10 +3,11 @@
 import json
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from source_mixpanel_export.lines import is_trailer, iter_line_batches, parse_line, split_lines
+from source_mixpanel_export.lines import is_trailer, iter_line_batches, needs_exact, parse_line, split_lines
 
 AWKWARD = ["a\u2028b", "c\u2029d", "e\u0085f", "g\rh", "i\nj", "k\tl", "😀", "Ω"]
 
@@ -35,6 +36,48 @@ def test_given_integers_beyond_64_bits_when_parsed_exactly_then_no_precision_los
     (batch, exact), = list(iter_line_batches([line + b"\n"]))
     assert exact
     assert parse_line(batch[0], exact) == json.loads(line)
+
+
+@pytest.mark.parametrize(
+    "number,exact",
+    [
+        (10**18, False),  # 19 digits: always within 64 bits
+        (2**63 - 1, False),
+        (12345678901234567890, False),  # 20 digits, still below 2**64
+        (2**64 - 1, False),
+        (-(2**63), False),
+        (2**64, True),
+        (9 * 10**18, False),
+        (9 * 10**19, True),
+        (10**20, True),
+        (-(2**63) - 1, True),
+        (-(10**19), True),
+        (-(10**18), False),
+        (123456789012345678901234567890, True),
+    ],
+)
+def test_given_integer_near_64_bits_when_checked_then_flagged_exactly_when_orjson_would_lose_it(number, exact):
+    """The check is tight at the limits of orjson's exact range: -2**63 .. 2**64-1."""
+    line = b'{"a": [1, %d], "b": "x"}' % number
+    assert needs_exact(line) == exact
+    assert (repr(orjson.loads(line)) != repr(json.loads(line))) == exact
+
+
+def test_given_a_block_with_some_long_integers_when_batched_then_only_those_lines_are_flagged_and_alone():
+    """Lines around a flagged one stay in unflagged lists; a flagged batch is one line; order is kept."""
+    lines = [b'{"n": %d}' % n for n in (1, 2**64, 3, 4, -(2**63) - 1, 10**30, 7)] + [b"", b'{"s": "%d"}' % 10**25]
+    batches = list(iter_line_batches([b"\n".join(lines) + b"\n"]))
+    assert [line for batch, _ in batches for line in batch] == lines
+    flagged = [batch for batch, exact in batches if exact]
+    assert all(len(batch) == 1 for batch in flagged)
+    assert [batch[0] for batch in flagged] == [lines[1], lines[4], lines[5], lines[8]]  # a string: harmless
+
+
+def test_given_long_digit_runs_only_inside_strings_or_floats_when_parsed_then_values_unchanged():
+    """A false alarm only costs speed: strings and floats with long digit runs read the same either way."""
+    line = b'{"id": "123456789012345678901234", "f": 1.23456789012345678901234e5, "g": -0.1234567890123456789012}'
+    (batch, exact), = list(iter_line_batches([line]))
+    assert exact and parse_line(batch[0], exact) == orjson.loads(line)
 
 
 def test_trailer_variants_are_recognised():

@@ -60,6 +60,15 @@ def test_iso_time_matches_datetime_for_many_instants():
         assert iso(ms) == expected.isoformat(timespec="milliseconds") + "Z"
 
 
+def test_given_times_as_ints_and_floats_when_built_then_time_matches_iso_time_and_datetime():
+    """The builder's inlined formatting agrees with IsoTime and with datetime, day edges and floats included."""
+    build, iso = make_builder(), IsoTime()
+    for ms in (0, -1, 86_399_999, 86_400_000, 951_782_400_000, 1700000000123, 4102444799999, 1700000000999.9):
+        record = build(event(time=ms))
+        expected = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(ms))
+        assert record["time"] == iso(int(ms)) == expected.isoformat(timespec="milliseconds") + "Z"
+
+
 @pytest.mark.parametrize(
     "zone,utc",
     [

@@ -1,0 +1,1 @@
+"""Throughput and memory benchmark: the connector's `read` against a minimal Python loop (`python -m bench`)."""

@@ -1,0 +1,216 @@
+"""`python -m bench`: records/s and peak RSS of the connector's `read` next to the floor loop, same run.
+
+Starts the fake Mixpanel in its own process, warms it, then alternates timed child runs of the floor
+(bench/floor.py) and of the real console script (`read`, full refresh, stdout to /dev/null), and prints
+medians. `--memory` adds peak RSS for 1-day vs 30-day windows at 10k vs 160k events. No assertions:
+it prints figures and exits 0 unless a child fails or the connector emits the wrong number of records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .children import PROJECT_ID, SECRET, USER, FakeServer, Timed, run_timed
+
+OFFICIAL_RECORDS_PER_SECOND = 325.0  # the official source-mixpanel export stream, as reported in issue 5
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One benchmark configuration."""
+
+    events: int
+    days: int
+    window: int
+    repeat: int
+    concurrency: int
+
+
+def connector_command() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m` on the module."""
+    script = Path(sys.executable).parent / "source-mixpanel-export"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "source_mixpanel_export.run"]
+
+
+def write_inputs(folder: Path, server: FakeServer, window: int, concurrency: int) -> list[str]:
+    """Config and catalog files for a full-refresh read of the whole range; returns the read arguments."""
+    config = {
+        "credentials": {
+            "option_title": "Service Account", "username": USER, "secret": SECRET, "project_id": PROJECT_ID
+        },
+        "api_base_url": server.url,
+        "start_date": server.first_day.isoformat(),
+        "end_date": server.last_day.isoformat(),
+        "date_window_size": window,
+        "requests_per_second": 1000,
+        "requests_per_hour": 100000,
+        "max_concurrent_requests": concurrency,
+    }
+    stream = {
+        "name": "export",
+        "json_schema": {},
+        "supported_sync_modes": ["full_refresh", "incremental"],
+        "source_defined_cursor": True,
+        "default_cursor_field": ["time"],
+    }
+    catalog = {"streams": [{"stream": stream, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}]}
+    config_path, catalog_path = folder / f"config-{window}.json", folder / "catalog.json"
+    config_path.write_text(json.dumps(config))
+    catalog_path.write_text(json.dumps(catalog))
+    return [*connector_command(), "read", "--config", str(config_path), "--catalog", str(catalog_path)]
+
+
+def floor_command(server: FakeServer) -> list[str]:
+    """The floor loop over the whole range in one request."""
+    params = server.export_params()
+    return [
+        sys.executable, "-m", "bench.floor", "--url", server.url, "--from-date", params["from_date"],
+        "--to-date", params["to_date"], "--user", USER, "--secret", SECRET, "--project-id", str(PROJECT_ID),
+    ]
+
+
+def checked(what: str, timed: Timed) -> Timed:
+    """The run, or exit with its stderr when it failed."""
+    if timed.returncode != 0:
+        sys.stderr.write(timed.stderr[-4000:])
+        raise SystemExit(f"{what} exited with {timed.returncode}")
+    return timed
+
+
+def count_output(args: list[str], folder: Path) -> tuple[int, int]:
+    """Run the connector once into a file (untimed) and count its RECORD and STATE lines."""
+    path = folder / "out.jsonl"
+    checked("connector (verification run)", run_timed(args, str(path)))
+    records = states = 0
+    with path.open("rb") as lines:
+        for line in lines:
+            records += line.startswith(b'{"type":"RECORD"')
+            states += line.startswith(b'{"type":"STATE"')
+    path.unlink()
+    return records, states
+
+
+def throughput(setup: Setup) -> None:
+    """Floor vs connector, medians of `repeat` alternating runs, printed as a table."""
+    server = FakeServer(setup.events, setup.days)
+    try:
+        lines, size = server.warm()
+        with tempfile.TemporaryDirectory() as temp:
+            folder = Path(temp)
+            read_args = write_inputs(folder, server, setup.window, setup.concurrency)
+            windows = -(-setup.days // setup.window)
+            print(
+                f"{lines} events over {setup.days} days ({size / max(lines, 1):.0f} B/event, {size / 1e6:.0f} MB "
+                f"uncompressed, gzip on the wire); connector windows of {setup.window} days ({windows} requests, "
+                f"{setup.concurrency} concurrent); floor: one request; {setup.repeat} run(s) each, medians",
+                flush=True,
+            )
+            records, states = count_output(read_args, folder)
+            if records != lines:
+                raise SystemExit(f"the connector emitted {records} records, expected {lines}")
+            print(f"verified: the connector emitted all {records} records and {states} STATE messages", flush=True)
+            floor_runs, read_runs, floor_start, read_start = [], [], [], []
+            for _ in range(setup.repeat):
+                floor_start.append(checked("floor --help", run_timed([*floor_command(server), "--help"])).seconds)
+                read_start.append(checked("spec", run_timed([*connector_command(), "spec"])).seconds)
+                floor = checked("floor", run_timed(floor_command(server)))
+                if json.loads(floor.stderr.strip().splitlines()[-1])["records"] != lines:
+                    raise SystemExit("the floor read a different number of records")
+                floor_runs.append(floor)
+                read_runs.append(checked("connector", run_timed(read_args)))
+    finally:
+        server.stop()
+    print_table(lines, floor_runs, read_runs, statistics.median(floor_start), statistics.median(read_start))
+
+
+def print_table(records: int, floor: list[Timed], read: list[Timed], floor_start: float, read_start: float) -> None:
+    """Medians of both, their ratio, and the official connector as reference."""
+    rows = []
+    for name, runs, start in (("floor (requests+orjson)", floor, floor_start), ("connector read", read, read_start)):
+        seconds = statistics.median(t.seconds for t in runs)
+        cpu = statistics.median(t.cpu_seconds for t in runs)
+        rss = statistics.median(t.peak_rss_mb for t in runs)
+        rows.append((name, seconds, records / seconds, records / max(seconds - start, 1e-9), cpu, rss))
+    floor_rate, floor_steady = rows[0][2], rows[0][3]
+    header = (
+        f"{'':25}{'wall s':>7}{'records/s':>11}{'x floor':>8}{'steady rec/s':>13}{'x floor':>8}"
+        f"{'CPU s':>7}{'peak RSS MB':>12}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for name, seconds, rate, steady, cpu, rss in rows:
+        print(
+            f"{name:25}{seconds:7.2f}{rate:11,.0f}{rate / floor_rate:8.2f}{steady:13,.0f}{steady / floor_steady:8.2f}"
+            f"{cpu:7.2f}{rss:12.0f}"
+        )
+    official = OFFICIAL_RECORDS_PER_SECOND
+    print(f"{'official connector (ref)':25}{records / official:7.0f}{official:11,.0f}{official / floor_rate:8.3f}")
+    print("-" * len(header))
+    read_rate = rows[1][2]
+    print(
+        f"connector / official: {read_rate / official:.0f}x. Start-up (imports; `--help` / `spec` runs): floor "
+        f"{floor_start:.2f} s, connector {read_start:.2f} s; steady = records / (wall - start-up)."
+    )
+    print(f"all runs, wall s: floor {_runs(floor)}; connector {_runs(read)}")
+
+
+def _runs(runs: list[Timed]) -> str:
+    return " ".join(f"{t.seconds:.2f}" for t in runs)
+
+
+def memory(events_counts: Sequence[int], days: int, windows: Sequence[int], concurrency: int) -> None:
+    """Peak RSS of the connector's read per (events, window size): it should not grow with either."""
+    print()
+    print(
+        f"{'events':>8}{'window days':>13}{'requests':>10}{'wall s':>8}{'records/s':>12}{'CPU s':>7}"
+        f"{'peak RSS MB':>13}"
+    )
+    for events in events_counts:
+        server = FakeServer(events, days)
+        try:
+            lines, _ = server.warm()
+            with tempfile.TemporaryDirectory() as temp:
+                for window in windows:
+                    args = write_inputs(Path(temp), server, window, concurrency)
+                    timed = checked("connector", run_timed(args))
+                    requests = -(-days // window)
+                    print(
+                        f"{lines:8}{window:13}{requests:10}{timed.seconds:8.2f}{lines / timed.seconds:12,.0f}"
+                        f"{timed.cpu_seconds:7.2f}{timed.peak_rss_mb:13.0f}",
+                        flush=True,
+                    )
+        finally:
+            server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=160_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--window", type=int, default=5, help="the connector's date_window_size (days)")
+    parser.add_argument("--concurrency", type=int, default=3, help="the connector's max_concurrent_requests")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each; medians are printed")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 events, 5 days, 1-day windows, once")
+    parser.add_argument(
+        "--memory", action="store_true", help="also peak RSS for 1 vs --days day windows, 10k vs --events events"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events, args.days, args.window, args.repeat = 20_000, 5, 1, 1
+    throughput(Setup(args.events, args.days, args.window, args.repeat, args.concurrency))
+    if args.memory:
+        memory(sorted({10_000, args.events}), args.days, sorted({1, args.days}), args.concurrency)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
