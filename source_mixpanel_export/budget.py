@@ -1,7 +1,8 @@
 """Mixpanel's per-project query budget (60 an hour, 3 a second), enforced before a request is sent.
 
 Built on the CDK's call-rate policy; the wait itself happens here rather than inside the CDK's
-blocking `APIBudget.acquire_call`, so that a long wait can be announced with when the sync resumes.
+blocking `APIBudget.acquire_call`, so that a long wait can be announced with when the sync resumes,
+and so that a 429's Retry-After can hold back every worker at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections.abc import Callable
 from airbyte_cdk.sources.streams.call_rate import CallRateLimitHit, MovingWindowCallRatePolicy, Rate
 
 LONG_WAIT_SECONDS = 60.0
+# Mixpanel counts requests when they arrive, we when they leave: a request that is slow to connect
+# would otherwise land in the same second (or hour) as a later one. Each window is widened by this.
+ARRIVAL_MARGIN = dt.timedelta(milliseconds=250)
 
 
 class RateBudget:
@@ -32,13 +36,14 @@ class RateBudget:
         logger: logging.Logger | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        rates = [Rate(per_second, dt.timedelta(seconds=1)), Rate(per_hour, hour)]
+        rates = [Rate(per_second, dt.timedelta(seconds=1) + ARRIVAL_MARGIN), Rate(per_hour, hour + ARRIVAL_MARGIN)]
         if hour <= dt.timedelta(seconds=1):
             rates = rates[1:]
         self._policy = MovingWindowCallRatePolicy(rates=rates, matchers=[])
         self._per_hour = per_hour
         self._hour = hour.total_seconds()
         self._sent: collections.deque[float] = collections.deque()
+        self._held_until = 0.0  # monotonic time before which nothing is sent (a 429's Retry-After)
         self._lock = threading.Lock()
         self._logger = logger or logging.getLogger("airbyte")
         self._sleep = sleep
@@ -46,6 +51,12 @@ class RateBudget:
     def acquire(self) -> None:
         """Wait for room in the budget, then count one request against it."""
         while True:
+            with self._lock:
+                held = self._held_until - time.monotonic()
+            if held > 0:
+                if self._sleep(held):
+                    return
+                continue
             try:
                 self._policy.try_acquire(None, weight=1)
             except CallRateLimitHit as hit:
@@ -62,6 +73,11 @@ class RateBudget:
             with self._lock:
                 self._sent.append(time.monotonic())
             return
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for `seconds` from now (Mixpanel answered 429): holds every caller of acquire()."""
+        with self._lock:
+            self._held_until = max(self._held_until, time.monotonic() + seconds)
 
     def left_this_hour(self) -> int:
         """How many more requests the hourly budget allows right now (for progress logs)."""

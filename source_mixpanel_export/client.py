@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
 import logging
 import math
 import random
@@ -25,25 +26,29 @@ import orjson
 import requests
 import urllib3
 
-from .budget import RateBudget
+from .budget import LONG_WAIT_SECONDS, RateBudget
 from .config import Config, ServiceAccount
 from .errors import config_error, system_error, transient_error
-from .lines import is_trailer, last_line
+from .lines import is_trailer
 from .windows import Window
 
 CHUNK_BYTES = 1 << 20
-SPILL_IN_MEMORY_BYTES = 8 << 20  # larger bodies go to a temporary file on disk
+SPILL_IN_MEMORY_BYTES = 24 << 20  # shared by the downloads under way; past its share a body goes to disk
 CONNECT_TIMEOUT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 300.0
 USER_AGENT = "source-mixpanel-export (Airbyte connector)"
+TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
+_BLANK = frozenset(b" \t\r")
+_LINE_OK = frozenset(b"}\n")  # what may end a line (or precede a blank one)
 
 
 class Retriable(Exception):
     """An attempt failed in a way the next attempt may not: rate limit, outage, cut-off body."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 class Cancelled(Exception):
@@ -69,6 +74,7 @@ class Download:
     attempts: int
     seconds: float
     malformed_lines: int = 0  # lines that are not one JSON object even after a retry
+    first_malformed_line: int | None = None  # 1-based line number of the first of them
     extra: dict[str, Any] = field(default_factory=dict)
 
     def chunks(self) -> Any:
@@ -156,42 +162,53 @@ class ExportClient:
             try:
                 download = self._attempt(window, attempt, started)
             except Retriable as failure:
-                delay = backoff_seconds(
-                    attempt, failure.retry_after, self._config.retry_initial_backoff_seconds
-                )
-                if time.monotonic() + delay > deadline:
-                    raise transient_error(
-                        f"Mixpanel kept failing for window {window.label()}: {failure} "
-                        f"({attempt} attempts over {time.monotonic() - started:.0f} s). Everything "
-                        "before this window was delivered and checkpointed; the next sync resumes here.",
-                    ) from None
-                self._logger.warning(
-                    f"Window {window.label()} attempt {attempt} failed ({failure}); "
-                    f"retrying in {delay:.1f} s."
-                )
-                if self._stop.wait(delay):
-                    raise Cancelled() from None
+                self._wait_before_retry(window, attempt, failure, started, deadline)
                 continue
             if download.malformed_lines and not malformed_retried:
                 malformed_retried = True
                 self._logger.warning(
-                    f"Window {window.label()}: {download.malformed_lines} lines are not JSON objects; "
-                    "asking for the window once more."
+                    f"Window {window.label()}: {download.malformed_lines} line(s) are not JSON objects "
+                    f"(first at line {download.first_malformed_line}); asking for the window once more."
                 )
                 download.close()
                 continue
             return download
 
-    def probe(self, day: dt.date) -> tuple[int, bytes, dict[str, str]]:
-        """One cheap request (a day, limit 1) for `check`: status, first bytes, headers. No retries."""
-        params = export_params(self._config, Window(day, day), limit=1)
-        response = self._session.get(
-            self._config.export_url,
-            params=params,
-            auth=self._config.credentials.basic_auth(),
-            timeout=(CONNECT_TIMEOUT_SECONDS, 120),
+    def _wait_before_retry(
+        self, window: Window, attempt: int, failure: Retriable, started: float, deadline: float
+    ) -> None:
+        """Sleep before the next attempt, or give up with a transient error once the retry budget is spent."""
+        delay = backoff_seconds(attempt, failure.retry_after, self._config.retry_initial_backoff_seconds)
+        now = time.monotonic()
+        if now + delay > deadline:
+            asked = (
+                f" Mixpanel asked to wait {delay:.0f} s more (Retry-After), beyond max_retry_seconds."
+                if failure.retry_after is not None
+                else ""
+            )
+            advice = (
+                " The project's export quota is shared with every other tool exporting from it: lower "
+                "requests_per_hour / max_concurrent_requests, or run the sync later."
+                if failure.rate_limited
+                else " Try the sync again later; raise max_retry_seconds to wait longer."
+            )
+            raise transient_error(
+                f"Mixpanel kept failing for window {window.label()}: {failure} ({attempt} attempt(s) over "
+                f"{now - started:.0f} s, max_retry_seconds is {self._config.max_retry_seconds:.0f}).{asked} "
+                "Everything before this window was delivered and checkpointed; the next sync resumes "
+                f"there.{advice}",
+            )
+        if failure.rate_limited:
+            self._budget.hold(delay)  # every worker waits, not only this one
+        resume = ""
+        if delay >= LONG_WAIT_SECONDS:
+            moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+            resume = f"; the sync continues at {moment:%H:%M:%S} UTC"
+        self._logger.warning(
+            f"Window {window.label()} attempt {attempt} failed ({failure}); retrying in {delay:.1f} s{resume}."
         )
-        return response.status_code, response.content[:65536], dict(response.headers)
+        if self._stop.wait(delay):
+            raise Cancelled()
 
     def _attempt(self, window: Window, attempt: int, started: float) -> Download:
         sent_wall_ms = int(time.time() * 1000)
@@ -204,7 +221,7 @@ class ExportClient:
                 stream=True,
                 timeout=(CONNECT_TIMEOUT_SECONDS, self._config.request_timeout_seconds),
             )
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise Retriable(f"could not reach {self._config.base_url}: {type(exc).__name__}") from None
         headers_seconds = time.monotonic() - sent
         with response:
@@ -212,22 +229,24 @@ class ExportClient:
                 self._raise_for_status(response, window)
             server_ms = _server_time_ms(response, headers_seconds, sent_wall_ms)
             server_ms -= self._config.export_lookback_window * 1000
-            body, size, malformed = _spill(response, self._stop)
+            in_memory = max(1 << 20, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
+            body, check = _spill(response, self._stop, in_memory)
         return Download(
             window=window,
             body=body,
-            size=size,
+            size=check.size,
             server_time_ms=server_ms,
             attempts=attempt,
             seconds=time.monotonic() - started,
-            malformed_lines=malformed,
+            malformed_lines=check.malformed,
+            first_malformed_line=check.first_malformed,
         )
 
     def _raise_for_status(self, response: requests.Response, window: Window) -> None:
         status = response.status_code
         message = _error_text(response)
         if status == 429:
-            raise Retriable(f"429 rate limited: {message}", _retry_after(response))
+            raise Retriable(f"429 rate limited: {message}", _retry_after(response), rate_limited=True)
         if status >= 500 or status == 408:
             raise Retriable(f"{status} from Mixpanel: {message}", _retry_after(response))
         lowered = message.lower()
@@ -269,50 +288,119 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
     return system_error(f"Unexpected answer from Mixpanel ({status}: {message}).")
 
 
-def _spill(
-    response: requests.Response, cancelled: threading.Event | None = None
-) -> tuple[IO[bytes], int, int]:
-    """Stream the body, decompressing, into a spill file; raise Retriable unless it is complete."""
-    gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
-    decoder = zlib.decompressobj(wbits=31) if gzipped else None
-    spill = tempfile.SpooledTemporaryFile(max_size=SPILL_IN_MEMORY_BYTES)
-    counts = {"size": 0, "newlines": 0, "closed": 0}
-    edges = {"previous": b"", "tail": b""}
+class BodyCheck:
+    """Watches a decompressed body go by, so it can be judged complete without a second pass.
 
-    def take(data: bytes) -> None:
+    Counts lines that cannot be one JSON object (a non-blank line whose last non-blank byte is not
+    `}`) and keeps the end of the body, where a `terminated early` trailer or a half line shows. The
+    common case costs two `bytes.count` calls per chunk; only a chunk with a suspicious line end is
+    looked at line by line.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.lines = 0  # lines ended by b"\n" so far
+        self.malformed = 0
+        self.first_malformed: int | None = None  # 1-based line number
+        self.trailer: bytes | None = None
+        self._tail = b""  # the last TAIL_BYTES bytes seen
+
+    def take(self, data: bytes) -> None:
+        """Account for the next piece of the body."""
         if not data:
             return
-        spill.write(data)
-        counts["size"] += len(data)
-        counts["newlines"] += data.count(b"\n")
-        counts["closed"] += (edges["previous"] + data[:1]).count(b"}\n") + data.count(b"}\n")
-        edges["previous"] = data[-1:]
-        edges["tail"] = (edges["tail"] + data)[-4096:]
+        newlines = data.count(b"\n")
+        if newlines:
+            closed = data.count(b"}\n") + (data[:1] == b"\n" and self._tail[-1:] == b"}")
+            if closed != newlines:
+                self._scan(data)
+        self.lines += newlines
+        self.size += len(data)
+        self._tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self._tail + data)[-TAIL_BYTES:]
 
+    def finish(self) -> BodyCheck:
+        """Judge the end of the body: a trailer, or a last line without its b"\n"."""
+        end = self._tail.rstrip(b" \t\r\n")
+        final = end[end.rfind(b"\n") + 1 :]
+        unterminated = self._tail[self._tail.rfind(b"\n") + 1 :].rstrip(b" \t\r")
+        if final and is_trailer(final):
+            self.trailer = final
+        elif unterminated and not unterminated.endswith(b"}"):
+            self._bad(self.lines + 1)
+        return self
+
+    def _scan(self, data: bytes) -> None:
+        context = self._tail + data
+        position = context.find(b"\n", len(self._tail))
+        line = self.lines
+        while position >= 0:
+            line += 1
+            back = position - 1
+            while back >= 0 and context[back] in _BLANK:
+                back -= 1
+            if back >= 0 and context[back] not in _LINE_OK:
+                self._bad(line)
+            position = context.find(b"\n", position + 1)
+
+    def _bad(self, line: int) -> None:
+        self.malformed += 1
+        if self.first_malformed is None:
+            self.first_malformed = line
+
+
+class Gunzip:
+    """Decompresses a gzip body of one or more members (RFC 1952 allows several; zlib stops after one)."""
+
+    def __init__(self) -> None:
+        self._decoder = zlib.decompressobj(wbits=31)
+        self._seen = 0
+
+    def decompress(self, data: bytes) -> bytes:
+        """The bytes decoded from the next piece of the compressed body."""
+        self._seen += len(data)
+        out = []
+        while data:
+            if self._decoder.eof:
+                if not data.strip(b"\0"):  # zero padding after the last member
+                    break
+                self._decoder = zlib.decompressobj(wbits=31)
+            out.append(self._decoder.decompress(data))
+            data = self._decoder.unused_data if self._decoder.eof else b""
+        return b"".join(out)
+
+    def complete(self) -> bool:
+        """Whether the body ended at the end of a member (or was empty, as an empty export may be)."""
+        return self._seen == 0 or self._decoder.eof
+
+
+def _spill(
+    response: requests.Response, cancelled: threading.Event | None = None, in_memory: int = SPILL_IN_MEMORY_BYTES
+) -> tuple[IO[bytes], BodyCheck]:
+    """Stream the body, decompressing, into a spill file; raise Retriable unless it is complete."""
+    gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
+    decoder = Gunzip() if gzipped else None
+    spill = tempfile.SpooledTemporaryFile(max_size=in_memory)
+    check = BodyCheck()
     try:
         for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
             if cancelled is not None and cancelled.is_set():
                 raise Cancelled()
-            take(decoder.decompress(raw) if decoder else raw)
-        if decoder is not None:
-            take(decoder.flush())
-            if not decoder.eof:
-                raise Retriable("the gzip stream ended early (response cut off)")
-    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError, zlib.error) as exc:
+            data = decoder.decompress(raw) if decoder else raw
+            spill.write(data)
+            check.take(data)
+        if decoder is not None and not decoder.complete():
+            raise Retriable("the gzip stream ended early (response cut off)")
+    except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError,
+            zlib.error) as exc:
         spill.close()
         raise Retriable(f"the response was cut off ({type(exc).__name__})") from None
     except BaseException:
         spill.close()
         raise
-    tail = edges["tail"]
-    final = last_line(tail)
-    if final and is_trailer(final):
+    if check.finish().trailer is not None:
         spill.close()
-        raise Retriable(f"Mixpanel ended the export early ({final.decode(errors='replace')!r})")
-    malformed = counts["newlines"] - counts["closed"]
-    if tail and not tail.endswith(b"\n"):
-        malformed += 0 if final.endswith(b"}") else 1
-    return spill, counts["size"], malformed
+        raise Retriable(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
+    return spill, check
 
 
 def _server_time_ms(response: requests.Response, headers_seconds: float, fallback_ms: int) -> int:

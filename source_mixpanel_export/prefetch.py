@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import queue as queues
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from .client import Download
@@ -18,6 +20,45 @@ from .windows import Window
 Replace = Callable[[Window, Exception], list[Window]]
 
 
+class DaemonPool:
+    """A fixed set of daemon worker threads.
+
+    concurrent.futures' pool joins its threads when the interpreter exits, so a sync that fails while
+    another window waits for Mixpanel's first byte would linger for up to request_timeout_seconds
+    after its error was reported. Daemon threads end with the process instead.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._tasks: queues.SimpleQueue[tuple[cf.Future[Download], Callable[[Window], Download], Window] | None]
+        self._tasks = queues.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fetch: Callable[[Window], Download], window: Window) -> cf.Future[Download]:
+        """Queue one fetch; the future holds its download or its exception."""
+        future: cf.Future[Download] = cf.Future()
+        self._tasks.put((future, fetch, window))
+        return future
+
+    def shutdown(self) -> None:
+        """Let every worker finish its current task and stop (queued tasks should be cancelled first)."""
+        for _ in self._threads:
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fetch, window = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fetch(window))
+            except BaseException as exc:  # handed to the consumer through the future
+                future.set_exception(exc)
+
+
 def fetch_in_order(
     windows: Iterable[Window],
     fetch: Callable[[Window], Download],
@@ -25,22 +66,28 @@ def fetch_in_order(
     replace: Replace,
     replaceable: tuple[type[Exception], ...],
 ) -> Iterator[Download]:
-    """Yield each window's download in order, keeping up to `workers` downloads under way."""
-    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mixpanel-export")
+    """Yield each window's download in order, keeping `workers` downloads under way (never more)."""
+    pool = DaemonPool(workers, "mixpanel-export")
     queue = collections.deque(windows)
     inflight: collections.deque[tuple[Window, cf.Future[Download]]] = collections.deque()
+
+    def fill() -> None:
+        while queue and len(inflight) < workers:
+            window = queue.popleft()
+            inflight.append((window, pool.submit(fetch, window)))
+
     try:
         while queue or inflight:
-            while queue and len(inflight) < workers:
-                window = queue.popleft()
-                inflight.append((window, pool.submit(fetch, window)))
+            fill()
             window, future = inflight.popleft()
             try:
                 download = future.result()
             except replaceable as exc:
-                for part in reversed(replace(window, exc)):
-                    inflight.appendleft((part, pool.submit(fetch, part)))
+                # Submitted in order, so the first part (the one wanted next) starts first.
+                parts = [(part, pool.submit(fetch, part)) for part in replace(window, exc)]
+                inflight.extendleft(reversed(parts))
                 continue
+            fill()  # keep every worker busy while this window is emitted
             try:
                 yield download
             finally:
@@ -48,7 +95,7 @@ def fetch_in_order(
     finally:
         for _, future in inflight:
             future.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
         for _, future in inflight:
             if future.done() and not future.cancelled() and future.exception() is None:
                 future.result().close()

@@ -24,6 +24,7 @@ from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
 from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
+from .config import parse_config
 from .errors import config_error
 from .records import STREAM_NAME
 from .source import SourceMixpanelExport
@@ -63,24 +64,30 @@ class MessageWriter:
 
     def message(self, message: AirbyteMessage) -> None:
         """Any other message, serialized by the CDK; STATE gets the record count since the last one."""
-        self.flush()
-        if message.type == Type.STATE and message.state is not None:
-            message.state.sourceStats = AirbyteStateStats(recordCount=float(self._records_since_state))
-            self._records_since_state = 0
-        self._out.write(AirbyteEntrypoint.airbyte_message_to_string(message).encode() + b"\n")
-        self._out.flush()
+        with PRINT_BUFFER.lock:
+            self.flush()
+            if message.type == Type.STATE and message.state is not None:
+                message.state.sourceStats = AirbyteStateStats(recordCount=float(self._records_since_state))
+                self._records_since_state = 0
+            self._out.write(AirbyteEntrypoint.airbyte_message_to_string(message).encode() + b"\n")
+            self._out.flush()
 
     def flush(self) -> None:
-        """Logs first (they wait in the CDK's print buffer), then the pending records."""
-        PRINT_BUFFER.flush()
-        bodies = self._bodies
-        if bodies:
-            end = b',"emitted_at":%d}}\n' % (time.time_ns() // 1_000_000)
-            self._out.write(RECORD_PREFIX + (end + RECORD_PREFIX).join(bodies) + end)
-            self._records_since_state += len(bodies)
-            bodies.clear()
-            self._pending = 0
-        self._out.flush()
+        """Logs first (they wait in the CDK's print buffer), then the pending records.
+
+        Download threads log through the print buffer: holding its lock keeps a LOG line from landing
+        in the middle of a large RECORD write (stdout writes of that size are not atomic).
+        """
+        with PRINT_BUFFER.lock:
+            PRINT_BUFFER.flush()
+            bodies = self._bodies
+            if bodies:
+                end = b',"emitted_at":%d}}\n' % (time.time_ns() // 1_000_000)
+                self._out.write(RECORD_PREFIX + (end + RECORD_PREFIX).join(bodies) + end)
+                self._records_since_state += len(bodies)
+                bodies.clear()
+                self._pending = 0
+            self._out.flush()
 
 
 def lossless_json(data: Any) -> bytes:
@@ -128,6 +135,7 @@ def read(source: SourceMixpanelExport, args: list[str], out: IO[bytes]) -> None:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as temp_dir:
         config = source.configure(_read_json(source.read_config, parsed.config, "config"), temp_dir)
         entrypoint.set_up_secret_filter(config, spec.connectionSpecification)
+        parse_config(config)  # our own messages name the field; the CDK's schema check below does not
         if source.check_config_against_spec:
             entrypoint.validate_connection(spec, config)
         catalog = _read_json(source.read_catalog, parsed.catalog, "catalog")
@@ -154,7 +162,8 @@ def _read_json(reader: Any, path: str, what: str) -> Any:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    text = " ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
+    return text[:300] or type(exc).__name__
 
 
 def run(argv: Iterable[str] | None = None) -> None:

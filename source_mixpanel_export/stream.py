@@ -85,7 +85,9 @@ class ExportReader:
             state = ExportState()
         elif state.migrated_from:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
-        first = state.first_day(self._config.start_day(), self._config.attribution_window)
+        first = state.first_day(
+            self._config.start_day(), self._config.attribution_window, self._config.request_timezone
+        )
         windows = (
             plan_windows(first, self._end, self._config.date_window_size, state.coverage())
             if first <= self._end
@@ -106,7 +108,8 @@ class ExportReader:
             for done, download in enumerate(downloads, start=1):
                 count = yield from self._records(download)
                 window = download.window
-                watermark = min(watermark or download.server_time_ms, download.server_time_ms)
+                if watermark is None or download.server_time_ms < watermark:
+                    watermark = download.server_time_ms
                 if window.time_to is not None:  # an inner piece of a split day: the day is not done
                     continue
                 if incremental:
@@ -126,6 +129,8 @@ class ExportReader:
 
     def _records(self, download: Download) -> Iterator[dict[str, Any]]:
         """The window's records, in the order Mixpanel sent them; returns how many."""
+        if download.malformed_lines and not self._config.skip_bad_lines:  # fail before emitting any of it
+            self._bad_lines(download.window, download.malformed_lines, download.first_malformed_line or 0)
         build = self._builder_for(download.window)
         loads = orjson.loads
         count = bad = 0

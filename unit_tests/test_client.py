@@ -1,0 +1,263 @@
+"""ExportClient against the fake Mixpanel in-process: what is retried, what fails at once, and how."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import threading
+import time
+
+import pytest
+import requests
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from fake_mixpanel import FakeMixpanel, Fault, generate_events
+from source_mixpanel_export.budget import RateBudget
+from source_mixpanel_export.client import (
+    MAX_BACKOFF_SECONDS,
+    Cancelled,
+    DateAfterToday,
+    ExportClient,
+    TooLarge,
+    _retry_after,
+    backoff_seconds,
+    error_message,
+)
+from source_mixpanel_export.config import parse_config
+from source_mixpanel_export.windows import Window
+
+DAY = dt.date(2024, 3, 1)
+WINDOW = Window(DAY, DAY + dt.timedelta(days=1))
+SECRET = "sa-secret-0c4b"
+
+
+# -- pure parts ---------------------------------------------------------------------------------------------
+
+
+def test_given_retry_after_when_backoff_then_it_is_used_as_is_within_an_hour():
+    """Mixpanel's Retry-After wins over the exponential schedule; absurd values are bounded."""
+    assert backoff_seconds(1, 7.5, base=2.0) == 7.5
+    assert backoff_seconds(9, 0.0, base=2.0) == 0.0
+    assert backoff_seconds(1, -3, base=2.0) == 0.0
+    assert backoff_seconds(1, 10**6, base=2.0) == 3600.0
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8, 12, 30])
+def test_given_no_retry_after_when_backoff_then_exponential_capped_with_jitter_on_the_upper_half(attempt):
+    """Without Retry-After: base * 2**(attempt-1), capped, jittered between half and all of it."""
+    ceiling = min(2.0 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    assert backoff_seconds(attempt, None, 2.0, rand=lambda: 0.0) == ceiling / 2
+    assert backoff_seconds(attempt, None, 2.0, rand=lambda: 1.0) == ceiling
+    assert ceiling / 2 <= backoff_seconds(attempt, None, 2.0) <= ceiling
+
+
+def response_with(headers: dict[str, str]) -> requests.Response:
+    response = requests.Response()
+    response.headers.update(headers)
+    return response
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    """Both forms of Retry-After (RFC 9110) are understood; junk is ignored."""
+    assert _retry_after(response_with({"Retry-After": "12"})) == 12.0
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    assert 100 < _retry_after(response_with({"Retry-After": later})) <= 120
+    assert _retry_after(response_with({"Retry-After": "soon"})) is None
+    assert _retry_after(response_with({})) is None
+
+
+def test_error_message_reads_json_and_plain_text_bodies():
+    """Mixpanel answers errors as {"error": ...} or as text; both give the message."""
+    assert error_message(b'{"error": "Timeout Error."}') == "Timeout Error."
+    assert error_message(b"  Bad gateway \n") == "Bad gateway"
+    assert error_message(b"") == "no message"
+
+
+# -- against the fake --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake():
+    server = FakeMixpanel(
+        generate_events(300, DAY, 3, seed=11), secret=SECRET, now_ms=int(dt.datetime(2024, 4, 1).timestamp() * 1000)
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+class SpyBudget(RateBudget):
+    """The real budget, remembering every hold asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__(1000, 100000)
+        self.holds: list[float] = []
+
+    def hold(self, seconds: float) -> None:
+        self.holds.append(seconds)
+        super().hold(seconds)
+
+
+def make_client(fake: FakeMixpanel, stop: threading.Event | None = None, **overrides) -> tuple[ExportClient, SpyBudget]:
+    raw = {
+        "credentials": {"username": "sa-user", "secret": SECRET, "project_id": 12345},
+        "api_base_url": fake.base_url,
+        "start_date": DAY.isoformat(),
+        "retry_initial_backoff_seconds": 0.01,
+        "max_retry_seconds": 5,
+        **overrides,
+    }
+    budget = SpyBudget()
+    return ExportClient(parse_config(raw), budget, logging.getLogger("test"), stop=stop), budget
+
+
+def body_lines(fake: FakeMixpanel, window: Window) -> int:
+    first = dt.datetime.combine(window.first_day, dt.time(), dt.UTC).timestamp() * 1000
+    last = dt.datetime.combine(window.last_day + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp() * 1000
+    return sum(1 for e in fake.events if first <= e.time_ms < last)
+
+
+def read_lines(download) -> list[bytes]:
+    return [line for line in b"".join(download.chunks()).split(b"\n") if line]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", status=500),
+        Fault("status", status=503, body="Service Unavailable"),
+        Fault("status", status=429, headers={"Retry-After": "0"}),
+        Fault("cut_off", at_fraction=0.4),
+        Fault("terminated_early", trailer="[terminated early]"),
+        Fault("drop"),
+    ],
+    ids=["500", "503-text", "429", "cut_off", "terminated_early", "drop"],
+)
+def test_given_one_failed_attempt_when_fetch_then_second_attempt_is_the_whole_body(fake, fault):
+    """Each retriable failure costs one more request and nothing of the failed attempt survives."""
+    fake.inject(1, fault)
+    client, _ = make_client(fake)
+    download = client.fetch(WINDOW)
+    assert download.attempts == 2 and len(fake.export_requests) == 2
+    assert len(read_lines(download)) == body_lines(fake, WINDOW) and download.malformed_lines == 0
+
+
+def test_given_429_with_retry_after_when_fetch_then_the_whole_budget_is_held_that_long(fake):
+    """Retry-After from a 429 holds every worker's next request, not just this window's."""
+    fake.inject(1, Fault("status", status=429, headers={"Retry-After": "0.2"}))
+    client, budget = make_client(fake)
+    client.fetch(WINDOW)
+    first, second = fake.export_requests
+    assert budget.holds == [0.2]
+    assert second.arrived_monotonic - first.finished_monotonic >= 0.2
+
+
+def test_given_5xx_forever_when_fetch_then_transient_error_naming_window_and_setting(fake):
+    """Past max_retry_seconds the window fails as a transient error that says what to do; no secret in it."""
+    fake.inject_when(lambda r: True, Fault("status", status=502), times=1000)
+    client, budget = make_client(fake, max_retry_seconds=0.3)
+    with pytest.raises(AirbyteTracedException) as caught:
+        client.fetch(WINDOW)
+    error = caught.value
+    assert error.failure_type == FailureType.transient_error
+    assert WINDOW.label() in error.message and "502" in error.message and "max_retry_seconds" in error.message
+    assert "next sync resumes" in error.message
+    assert len(fake.export_requests) >= 2 and budget.holds == []
+    assert SECRET not in error.message + str(error.internal_message)
+
+
+def test_given_retry_after_beyond_retry_budget_when_fetch_then_fails_at_once_saying_why(fake):
+    """A Retry-After longer than max_retry_seconds is not slept through only to fail afterwards."""
+    fake.inject(1, Fault("status", status=429, headers={"Retry-After": "600"}))
+    client, _ = make_client(fake, max_retry_seconds=5)
+    with pytest.raises(AirbyteTracedException) as caught:
+        client.fetch(WINDOW)
+    assert caught.value.failure_type == FailureType.transient_error
+    assert "Retry-After" in caught.value.message and "requests_per_hour" in caught.value.message
+    assert len(fake.export_requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "words"),
+    [
+        (401, '{"error": "Invalid credentials"}', ["Invalid credentials", "credentials.username"]),
+        (403, '{"error": "no access"}', ["no access", "project_id"]),
+        (402, '{"error": "Payment required"}', ["Payment required", "plan"]),
+    ],
+)
+def test_given_auth_or_plan_refusal_when_fetch_then_config_error_without_retry(fake, status, body, words):
+    """401/403/402 are the user's to fix: one request, a config error quoting Mixpanel."""
+    fake.inject(1, Fault("status", status=status, body=body))
+    client, _ = make_client(fake)
+    with pytest.raises(AirbyteTracedException) as caught:
+        client.fetch(WINDOW)
+    assert caught.value.failure_type == FailureType.config_error
+    assert all(word in caught.value.message for word in words)
+    assert len(fake.export_requests) == 1
+
+
+def test_given_timeout_error_and_date_after_today_when_fetch_then_raised_for_the_reader(fake):
+    """400 `Timeout Error.` and a to_date past Mixpanel's today are handed up, not retried."""
+    fake.inject(1, Fault("status", status=400))
+    client, _ = make_client(fake)
+    with pytest.raises(TooLarge):
+        client.fetch(WINDOW)
+    fake.now_ms = int(dt.datetime(2024, 3, 1, 12).timestamp() * 1000)
+    with pytest.raises(DateAfterToday):
+        client.fetch(WINDOW)
+    assert len(fake.export_requests) == 2
+
+
+def test_given_bad_line_once_when_fetch_then_asked_again_and_clean(fake):
+    """One corrupt line: the window is asked for once more, and the clean answer is kept."""
+    fake.inject(1, Fault("bad_json"))
+    client, _ = make_client(fake)
+    download = client.fetch(WINDOW)
+    assert download.malformed_lines == 0 and download.attempts == 2
+    assert len(read_lines(download)) == body_lines(fake, WINDOW)
+
+
+def test_given_bad_line_twice_when_fetch_then_download_reports_count_and_position(fake):
+    """The same corruption again: the download says how many lines and where, for the reader to decide."""
+    fake.inject_when(lambda r: True, Fault("bad_json"), times=2)
+    client, _ = make_client(fake)
+    download = client.fetch(WINDOW)
+    lines = read_lines(download)
+    assert download.malformed_lines == 1 and len(fake.export_requests) == 2
+    assert lines[download.first_malformed_line - 1] == Fault("bad_json").corrupt_line
+
+
+def test_given_stop_when_fetch_waits_then_cancelled_quickly(fake):
+    """A stopping sync does not sit out a long backoff."""
+    fake.inject_when(lambda r: True, Fault("status", status=500), times=1000)
+    stop = threading.Event()
+    client, _ = make_client(fake, stop=stop, retry_initial_backoff_seconds=30, max_retry_seconds=600)
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(Cancelled):
+        client.fetch(WINDOW)
+    assert len(fake.export_requests) == 1
+
+
+def test_given_unreachable_host_when_fetch_then_transient_error_names_the_host_only(fake):
+    """Connection errors are retried, then reported with the host; no URL query, no header, no secret."""
+    client, _ = make_client(fake, api_base_url="http://127.0.0.1:9", max_retry_seconds=0.2)
+    with pytest.raises(AirbyteTracedException) as caught:
+        client.fetch(WINDOW)
+    message = caught.value.message
+    assert caught.value.failure_type == FailureType.transient_error
+    assert "could not reach http://127.0.0.1:9" in message and "from_date" not in message
+    assert SECRET not in message + str(caught.value.internal_message)
+
+
+def test_given_retry_after_of_minutes_when_fetch_waits_then_log_says_when_the_sync_continues(fake, caplog):
+    """A wait longer than a minute is announced with the time the sync goes on."""
+    fake.inject(1, Fault("status", status=429, headers={"Retry-After": "120"}))
+    stop = threading.Event()
+    client, budget = make_client(fake, stop=stop, max_retry_seconds=600)
+    threading.Timer(0.3, stop.set).start()
+    with caplog.at_level(logging.WARNING, logger="test"), pytest.raises(Cancelled):
+        client.fetch(WINDOW)
+    assert "retrying in 120.0 s; the sync continues at" in caplog.text and "UTC" in caplog.text
+    assert budget.holds == [120.0]
