@@ -237,3 +237,15 @@ def test_output_lines_are_each_one_json_message(tmp_path, fake):
     run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
     for line in run.stdout.rstrip("\n").split("\n"):
         assert json.loads(line)["type"] in {"RECORD", "STATE", "LOG", "TRACE"}
+
+
+def test_given_several_windows_when_read_then_estimates_and_a_progress_log_per_window(tmp_path, fake):
+    """An ESTIMATE early, one extrapolated from the first window, and a LOG per finished window."""
+    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
+    estimates = [m["trace"]["estimate"] for m in run.of("TRACE") if m["trace"]["type"] == "ESTIMATE"]
+    assert [e["name"] for e in estimates] == ["export", "export"]
+    assert "row_estimate" not in estimates[0] and estimates[1]["row_estimate"] > 0
+    windows = len(fake.export_requests)
+    progress = [line for line in run.logs().split("\n") if line.startswith("Window ")]
+    assert len(progress) == windows and f"{windows}/{windows} windows done" in progress[-1]
+    assert all("records" in line and "hourly budget" in line for line in progress)

@@ -93,7 +93,7 @@ class ExportReader:
             if first <= self._end
             else []
         )
-        yield self._estimate(windows)
+        yield self._estimate()
         self._logger.info(
             f"Reading {len(windows)} windows ({first}..{self._end}, {self._config.request_timezone} days) "
             f"in {mode.value} mode."
@@ -118,6 +118,8 @@ class ExportReader:
                 else:
                     yield state_message({NO_CURSOR_MARKER: True})
                 self._log_progress(download, count, done, len(windows), started)
+                if done == 1 and len(windows) > 1:  # one window's size, times the windows planned
+                    yield self._estimate(count * len(windows), download.size * len(windows))
         finally:
             self._stop.set()
         if incremental:
@@ -202,13 +204,16 @@ class ExportReader:
             return []
         return [dataclasses.replace(window, last_day=last)]
 
-    def _estimate(self, windows: list[Window]) -> AirbyteMessage:
+    def _estimate(self, rows: int | None = None, size: int | None = None) -> AirbyteMessage:
+        """An ESTIMATE trace: first without figures, then extrapolated from the first window."""
         return AirbyteMessage(
             type=Type.TRACE,
             trace=AirbyteTraceMessage(
                 type=TraceType.ESTIMATE,
                 emitted_at=time.time() * 1000,
-                estimate=AirbyteEstimateTraceMessage(name=STREAM_NAME, type=EstimateType.STREAM),
+                estimate=AirbyteEstimateTraceMessage(
+                    name=STREAM_NAME, type=EstimateType.STREAM, row_estimate=rows, byte_estimate=size
+                ),
             ),
         )
 
@@ -219,7 +224,7 @@ class ExportReader:
         self._logger.info(
             f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB in "
             f"{download.seconds:.1f} s ({download.attempts} attempt(s)); {done}/{total} windows done"
-            f"{eta}; {self._budget.left_this_hour()} export queries left this hour."
+            f"{eta}; {self._budget.left_this_hour()} export queries left in this sync's hourly budget."
         )
 
 
