@@ -33,7 +33,7 @@ from .lines import is_trailer
 from .windows import Window
 
 CHUNK_BYTES = 1 << 20
-SPILL_IN_MEMORY_BYTES = 24 << 20  # shared by the downloads under way; past its share a body goes to disk
+SPILL_IN_MEMORY_BYTES = 16 << 20  # shared by the downloads under way; past its share a body goes to disk
 CONNECT_TIMEOUT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 300.0
 USER_AGENT = "source-mixpanel-export (Airbyte connector)"
