@@ -28,6 +28,7 @@ from .where import UNDEFINED, Lookup, WhereError, compile_where
 EXPORT_PATH = "/api/2.0/export"
 EVENT_NAMES_PATH = "/api/query/events/names"
 TOP_PROPERTIES_PATH = "/api/query/events/properties/top"
+CLOCK_PATH = "/_fake/clock"  # not Mixpanel's: lets a demo in another process move the ingestion clock
 MAX_LIMIT = 100_000
 _MS_PER_DAY = 86_400_000
 _EPOCH_DAY = dt.date(1970, 1, 1)
@@ -475,6 +476,8 @@ class FakeMixpanel:
 
     def _route(self, path: str, params: dict[str, str], auth: AuthKind) -> _Reply:
         """Dispatch by path after authentication."""
+        if path == CLOCK_PATH:
+            return self._clock(params)
         if path not in (EXPORT_PATH, EVENT_NAMES_PATH, TOP_PROPERTIES_PATH):
             raise _HttpError(404, ERR_NOT_FOUND)
         self._check_auth(auth, params)
@@ -582,6 +585,16 @@ class FakeMixpanel:
         now = self.current_ms()
         with self._lock:
             return [e for e in self._events if e.processing_ms is None or e.processing_ms <= now]
+
+    def _clock(self, params: dict[str, str]) -> _Reply:
+        """Advance the ingestion clock by `advance_seconds` (0 just reads it), as tests do in-process."""
+        try:
+            seconds = float(params.get("advance_seconds", "0"))
+        except ValueError:
+            raise _HttpError(400, "advance_seconds must be a number") from None
+        with self._lock:
+            self.now_ms = self.current_ms() + int(seconds * 1000)
+        return _Reply(200, json.dumps({"now_ms": self.now_ms}).encode("utf-8"))
 
     def _event_names(self, params: dict[str, str]) -> _Reply:
         """Answer the Query API's event-name list, most frequent first."""

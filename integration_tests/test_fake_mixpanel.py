@@ -712,3 +712,24 @@ def test_given_gzip_stream_when_decoded_incrementally_then_single_member() -> No
     body = decoder.decompress(raw)
     assert decoder.eof and decoder.unused_data == b""
     assert len(parse(body)) == len(EVENTS)
+
+
+def test_given_clock_endpoint_when_advanced_then_late_events_become_visible():
+    """/_fake/clock lets another process (the demo) move the ingestion clock forward."""
+    import datetime as dt
+
+    import requests
+
+    from fake_mixpanel import FakeEvent, FakeMixpanel
+
+    day = dt.date(2024, 1, 2)
+    start = int(dt.datetime(2024, 1, 2, tzinfo=dt.UTC).timestamp() * 1000)
+    event = FakeEvent("Late", start, {"distinct_id": "d", "$insert_id": "x"}, start + 86_400_000)
+    with FakeMixpanel([event], now_ms=start + 3_600_000) as fake:
+        export = f"{fake.base_url}/api/2.0/export"
+        params = {"from_date": day.isoformat(), "to_date": day.isoformat(), "project_id": "12345"}
+        auth = ("sa-user", "sa-secret")
+        assert requests.get(export, params=params, auth=auth, timeout=10).text == ""
+        moved = requests.get(f"{fake.base_url}/_fake/clock", params={"advance_seconds": 2 * 86400}, timeout=10)
+        assert moved.json()["now_ms"] == start + 3_600_000 + 2 * 86_400_000
+        assert "Late" in requests.get(export, params=params, auth=auth, timeout=10).text

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,11 +99,18 @@ def main() -> None:
         state_file = OUT / "state.json"
         state_file.write_text(json.dumps([{"type": "STREAM", "stream": {
             "stream_descriptor": {"name": "export"}, "stream_state": state}}], indent=2))
+        advanced = urllib.request.urlopen(f"{url}/_fake/clock?advance_seconds={2 * 86400}", timeout=10)
+        now_ms = json.loads(advanced.read())["now_ms"]
+        print(f"\n$ # two days pass at the fake Mixpanel (clock {now_ms}): new events and late ones (offline devices)")
         second = cli("read", "--config", str(OUT / "config.json"), "--catalog", str(OUT / "catalog.json"),
                      "--state", str(state_file), save_as="read2.jsonl")
         summarize_read(second)
-        print("\nThe second read re-read the days late events could belong to (attribution_window), keeping only "
-              "events Mixpanel processed since the first read.\nOutputs are in .demo/.")
+        before = {m["record"]["data"]["event_id"] for m in first if m["type"] == "RECORD"}
+        late = [m["record"]["data"] for m in second if m["type"] == "RECORD"]
+        print(f"\nThe second read re-read the days late events could belong to (attribution_window), keeping only "
+              f"events Mixpanel processed since the first read: {len(late)} new or late events, "
+              f"{sum(r['event_id'] in before for r in late)} of them already delivered by the first read.\n"
+              "Outputs are in .demo/.")
     finally:
         fake.terminate()
         fake.wait(timeout=10)
