@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
@@ -75,7 +75,6 @@ class Download:
     seconds: float
     malformed_lines: int = 0  # lines that are not one JSON object even after a retry
     first_malformed_line: int | None = None  # 1-based line number of the first of them
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def chunks(self) -> Any:
         """The body in large chunks, from the start."""
