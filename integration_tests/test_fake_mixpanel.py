@@ -249,20 +249,25 @@ def test_given_events_added_while_serving_when_export_then_included(server: Fake
     assert extra.export_dict() in rows
 
 
-# -- encoding and format -----------------------------------------------------------------------------------------
-
-
-def test_given_accept_gzip_when_export_then_gzip_body_equal_to_plain(server: FakeMixpanel) -> None:
-    """gzip is applied on request and decodes to the same bytes as the identity response."""
-    zipped = requests.get(
-        f"{server.base_url}/api/2.0/export",
+def gzip_export(base_url: str) -> tuple[requests.Response, bytes]:
+    """The gzip answer for 2024-03-01..10 and its raw (still compressed) body."""
+    response = requests.get(
+        f"{base_url}/api/2.0/export",
         params={"from_date": "2024-03-01", "to_date": "2024-03-10", "project_id": PROJECT_ID},
         auth=SA,
         headers={"Accept-Encoding": "gzip"},
         stream=True,
         timeout=10,
     )
-    raw = zipped.raw.read(decode_content=False)
+    return response, response.raw.read(decode_content=False)
+
+
+# -- encoding and format -----------------------------------------------------------------------------------------
+
+
+def test_given_accept_gzip_when_export_then_gzip_body_equal_to_plain(server: FakeMixpanel) -> None:
+    """gzip is applied on request and decodes to the same bytes as the identity response."""
+    zipped, raw = gzip_export(server.base_url)
     plain = export(server, headers={"Accept-Encoding": "identity"})
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert "Content-Encoding" not in plain.headers
@@ -699,15 +704,7 @@ def test_given_cli_when_started_then_serves_and_stops_on_sigterm() -> None:
 def test_given_gzip_stream_when_decoded_incrementally_then_single_member() -> None:
     """The streamed gzip body is one gzip member, so a plain zlib decoder reads all of it."""
     with FakeMixpanel(EVENTS, now_ms=NOW) as fake:
-        response = requests.get(
-            f"{fake.base_url}/api/2.0/export",
-            params={"from_date": "2024-03-01", "to_date": "2024-03-10", "project_id": PROJECT_ID},
-            auth=SA,
-            headers={"Accept-Encoding": "gzip"},
-            stream=True,
-            timeout=10,
-        )
-        raw = response.raw.read(decode_content=False)
+        response, raw = gzip_export(fake.base_url)
     decoder = zlib.decompressobj(wbits=31)
     body = decoder.decompress(raw)
     assert decoder.eof and decoder.unused_data == b""

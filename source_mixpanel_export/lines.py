@@ -126,8 +126,3 @@ def is_trailer(line: bytes) -> bool:
     text = line.strip().lower()
     return text in TRAILERS or (not text.startswith(b"{") and b"terminated early" in text)
 
-
-def last_line(tail: bytes) -> bytes:
-    """The last non-empty line of the end of a body."""
-    stripped = tail.rstrip(b"\n")
-    return stripped[stripped.rfind(b"\n") + 1 :]
