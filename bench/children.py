@@ -1,9 +1,11 @@
 """Child processes of the benchmark: the fake server, and timed runs with their own peak RSS and CPU.
 
-Peak RSS and CPU come from GNU time (`/usr/bin/time -f`), which measures only the command it starts.
-Without it, `os.wait4` on the child is the fallback: its own rusage, not the running maximum that
-`getrusage(RUSAGE_CHILDREN)` keeps over every child reaped so far; but Linux carries the parent's peak
-RSS at fork over into the child's, so that figure can be too high when the benchmark itself is large.
+CPU comes from GNU time (`/usr/bin/time -f`), which counts the command and the processes it waited
+for (the connector's encoding workers), or from `os.wait4` on the child without it. Memory is sampled
+from /proc every 10 ms over the whole process tree, the connector and its workers: the peak of the
+sum of their RSS (each process's resident pages, shared ones counted in every process) and of their
+PSS (shared pages split between the processes sharing them). A single process's peak RSS, which is
+what GNU time reports, would leave out the workers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +36,64 @@ class Timed:
 
     seconds: float
     cpu_seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # of all the processes together
+    peak_pss_mb: float
     returncode: int
     stderr: str
+
+
+class TreeMemory(threading.Thread):
+    """Samples the summed RSS and PSS of a process and all its descendants until stopped."""
+
+    def __init__(self, pid: int, skip_root: bool = False, interval: float = 0.01) -> None:
+        """`skip_root`: leave out the process `pid` itself (GNU time, when it wraps the command)."""
+        super().__init__(daemon=True)
+        self._pid, self._skip_root, self._interval = pid, skip_root, interval
+        self._done = threading.Event()
+        self.peak_rss_kb = self.peak_pss_kb = 0
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            rss = pss = 0
+            for pid in _tree(self._pid)[1 if self._skip_root else 0 :]:
+                process_rss, process_pss = _memory_kb(pid)
+                rss, pss = rss + process_rss, pss + process_pss
+            self.peak_rss_kb, self.peak_pss_kb = max(self.peak_rss_kb, rss), max(self.peak_pss_kb, pss)
+            self._done.wait(self._interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the children of each of their threads, from /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo.extend(int(child) for child in children.read().split())
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in kB; zeros once it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss, pss
 
 
 def run_timed(args: list[str], stdout_path: str = os.devnull) -> Timed:
@@ -45,23 +103,28 @@ def run_timed(args: list[str], stdout_path: str = os.devnull) -> Timed:
         command = [GNU_TIME, "-f", "%M %U %S", "-o", usage.name, *args] if GNU_TIME else args
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
+        memory = TreeMemory(process.pid, skip_root=GNU_TIME is not None)
+        memory.start()
         _, status, rusage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
+        memory.stop()
         process.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
         measured = usage.read().decode().split() if GNU_TIME else []
     if len(measured) >= 3:
-        rss_kb, cpu = float(measured[-3]), float(measured[-2]) + float(measured[-1])
+        cpu = float(measured[-2]) + float(measured[-1])
     else:
-        rss_kb, cpu = rusage.ru_maxrss, rusage.ru_utime + rusage.ru_stime
-    return Timed(seconds, cpu, rss_kb / 1024, process.returncode, text)
+        cpu = rusage.ru_utime + rusage.ru_stime
+    return Timed(seconds, cpu, memory.peak_rss_kb / 1024, memory.peak_pss_kb / 1024, process.returncode, text)
 
 
 class FakeServer:
     """`python -m fake_mixpanel` in its own process, warmed by one full-range request before timing."""
 
-    def __init__(self, events: int, days: int, seed: int = 1) -> None:
+    def __init__(self, events: int, days: int, seed: int = 1, cache_bodies: bool = True) -> None:
+        """`cache_bodies`: the fake sends each body it made once again, costing next to no CPU (see
+        FakeMixpanel); without it, it renders and compresses every body anew, on this machine's cores."""
         self.events = events
         self.last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # every event already processed
         self.first_day = self.last_day - dt.timedelta(days=days - 1)
@@ -69,6 +132,7 @@ class FakeServer:
             sys.executable, "-m", "fake_mixpanel", "--port", "0", "--events", str(events), "--days", str(days),
             "--seed", str(seed), "--end-date", self.last_day.isoformat(),
             "--username", USER, "--secret", SECRET, "--project-id", str(PROJECT_ID),
+            *(["--cache-bodies"] if cache_bodies else []),
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._process = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)

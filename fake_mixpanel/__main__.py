@@ -30,6 +30,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--project-id", type=int, default=12345)
     parser.add_argument("--api-secret", default="proj-secret")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.add_argument(
+        "--cache-bodies", action="store_true", help="send each export body made once again (benchmarks)"
+    )
     return parser.parse_args(argv)
 
 
@@ -50,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         verbose=args.verbose,
+        cache_bodies=args.cache_bodies,
     )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
