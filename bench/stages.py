@@ -21,7 +21,7 @@ import orjson
 from fake_mixpanel import generate_events
 from source_mixpanel_export.lines import iter_line_batches, parse_line
 from source_mixpanel_export.records import make_builder
-from source_mixpanel_export.run import MessageWriter
+from source_mixpanel_export.writer import MessageWriter
 
 CHUNK_BYTES = 1 << 20  # as Download.chunks reads a spilled body
 

@@ -1,14 +1,22 @@
-"""Airbyte source for Mixpanel's Raw Event Export API."""
+"""Airbyte source for Mixpanel's Raw Event Export API.
 
-import gc as _gc
+The source class is imported on first use, not here: encoding workers run modules of this package and
+should not pay for the CDK (~0.7 s, ~50 MB) they never use.
+"""
 
-# Importing the CDK creates ~100k objects and no garbage: collecting meanwhile only costs time (~0.06 s).
-_gc_was_enabled = _gc.isenabled()
-_gc.disable()
-try:
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
     from .source import SourceMixpanelExport
-finally:
-    if _gc_was_enabled:
-        _gc.enable()
 
 __all__ = ["SourceMixpanelExport"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SourceMixpanelExport":
+        from .source import SourceMixpanelExport
+
+        return SourceMixpanelExport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

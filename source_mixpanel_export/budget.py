@@ -14,8 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from airbyte_cdk.sources.streams.call_rate import CallRateLimitHit, MovingWindowCallRatePolicy, Rate
-
 LONG_WAIT_SECONDS = 60.0
 # Mixpanel counts requests when they arrive, we when they leave: a request that is slow to connect
 # would otherwise land in the same second (or hour) as a later one. Each window is widened by this.
@@ -36,6 +34,11 @@ class RateBudget:
         logger: logging.Logger | None = None,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
+        # Imported here, not at the top: the head start (headstart.py) uses this module's constants
+        # before the CDK is imported.
+        from airbyte_cdk.sources.streams.call_rate import CallRateLimitHit, MovingWindowCallRatePolicy, Rate
+
+        self._limit_hit = CallRateLimitHit
         rates = [Rate(per_second, dt.timedelta(seconds=1) + ARRIVAL_MARGIN), Rate(per_hour, hour + ARRIVAL_MARGIN)]
         if hour <= dt.timedelta(seconds=1):
             rates = rates[1:]
@@ -59,7 +62,7 @@ class RateBudget:
                 continue
             try:
                 self._policy.try_acquire(None, weight=1)
-            except CallRateLimitHit as hit:
+            except self._limit_hit as hit:
                 wait = max(hit.time_to_wait.total_seconds(), 0.01)
                 if wait >= LONG_WAIT_SECONDS:
                     resume = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)

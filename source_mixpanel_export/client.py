@@ -14,7 +14,6 @@ import http.client
 import logging
 import math
 import random
-import tempfile
 import threading
 import time
 import zlib
@@ -26,20 +25,23 @@ import orjson
 import requests
 import urllib3
 
+from .bodies import EncodedBody, EncodedFile, RawBody
+from .bodycheck import BodyCheck, Gunzip
 from .budget import LONG_WAIT_SECONDS, RateBudget
 from .config import Config, ServiceAccount
 from .errors import config_error, system_error, transient_error
-from .lines import is_trailer
+from .records import Tally
 from .windows import Window
+from .workers import EncoderPool
 
-CHUNK_BYTES = 1 << 20
-SPILL_IN_MEMORY_BYTES = 16 << 20  # shared by the downloads under way; past its share a body goes to disk
+Body = RawBody | EncodedBody | EncodedFile
+CHUNK_BYTES = 1 << 16  # compressed bytes read at a time: ~300 kB once decompressed
+# Shared by the downloads under way; past its share a body goes to disk. Small on purpose: a spill
+# file in memory costs about twice its size in RSS (buffer growth), one on disk is in the page cache.
+SPILL_IN_MEMORY_BYTES = 1 << 20
 CONNECT_TIMEOUT_SECONDS = 30
 MAX_BACKOFF_SECONDS = 300.0
 USER_AGENT = "source-mixpanel-export (Airbyte connector)"
-TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
-_BLANK = frozenset(b" \t\r")
-_LINE_OK = frozenset(b"}\n")  # what may end a line (or precede a blank one)
 
 
 class Retriable(Exception):
@@ -65,10 +67,10 @@ class DateAfterToday(Exception):
 
 @dataclass
 class Download:
-    """A window's complete body (decompressed JSON lines, no trailer), ready to be read once."""
+    """A window's complete body (decompressed JSON lines, no trailer, or their RECORD lines), ready to be read once."""
 
     window: Window
-    body: IO[bytes]
+    body: Body
     size: int
     server_time_ms: int  # Mixpanel had received the request by this time: a safe watermark
     attempts: int
@@ -76,14 +78,25 @@ class Download:
     malformed_lines: int = 0  # lines that are not one JSON object even after a retry
     first_malformed_line: int | None = None  # 1-based line number of the first of them
 
-    def chunks(self) -> Any:
-        """The body in large chunks, from the start."""
-        self.body.seek(0)
-        return iter(lambda: self.body.read(CHUNK_BYTES), b"")
-
     def close(self) -> None:
         """Free the spill file."""
         self.body.close()
+
+
+@dataclass(frozen=True)
+class FirstAttempt:
+    """How an attempt made elsewhere failed: with `error` (what _attempt would have raised), or with
+    `malformed` lines (how many, the first's number), which the retry loop asks again about once."""
+
+    error: Exception | None = None
+    malformed: tuple[int, int] | None = None
+
+    def replay(self, window: Window) -> Download:
+        """Raise the error, or stand in for the download whose lines were malformed."""
+        if self.error is not None:
+            raise self.error
+        count, first_line = self.malformed or (1, 1)
+        return Download(window, RawBody(0), 0, 0, 1, 0.0, malformed_lines=count, first_malformed_line=first_line)
 
 
 def backoff_seconds(
@@ -138,28 +151,37 @@ class ExportClient:
         logger: logging.Logger | None = None,
         session: requests.Session | None = None,
         stop: threading.Event | None = None,
+        encoder: EncoderPool | None = None,
     ) -> None:
-        """`stop` ends waits and downloads early when the sync is over; its wait() is the sleep."""
+        """`stop` ends waits and downloads early when the sync is over; its wait() is the sleep.
+        With an `encoder`, bodies are encoded into RECORD lines as they download (EncodedBody)."""
         self._config = config
         self._budget = budget
         self._logger = logger or logging.getLogger("airbyte")
         self._session = session or requests.Session()
         self._session.headers.update({"Accept-Encoding": "gzip", "User-Agent": USER_AGENT})
         self._stop = stop or threading.Event()
+        self._encoder = encoder
 
-    def fetch(self, window: Window) -> Download:
-        """The window's complete body, after as many attempts as the retry budget allows."""
+    def fetch(self, window: Window, first: FirstAttempt | None = None) -> Download:
+        """The window's complete body, after as many attempts as the retry budget allows.
+
+        `first` is how an attempt made elsewhere (the head start's) failed: it counts as attempt 1.
+        """
         started = time.monotonic()
         deadline = started + self._config.max_retry_seconds
         attempt = 0
         malformed_retried = False
         while True:
             attempt += 1
-            self._budget.acquire()
-            if self._stop.is_set():
-                raise Cancelled()
             try:
-                download = self._attempt(window, attempt, started)
+                if attempt == 1 and first is not None:
+                    download = first.replay(window)
+                else:
+                    self._budget.acquire()
+                    if self._stop.is_set():
+                        raise Cancelled()
+                    download = self._attempt(window, attempt, started)
             except Retriable as failure:
                 self._wait_before_retry(window, attempt, failure, started, deadline)
                 continue
@@ -226,10 +248,9 @@ class ExportClient:
         with response:
             if response.status_code != 200:
                 self._raise_for_status(response, window)
-            server_ms = _server_time_ms(response, headers_seconds, sent_wall_ms)
-            server_ms -= self._config.export_lookback_window * 1000
-            in_memory = max(1 << 20, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
-            body, check = _spill(response, self._stop, in_memory)
+            server_ms = self._watermark(response.headers.get("Date"), headers_seconds, sent_wall_ms)
+            body = self._body_for(window)
+            check = _spill(response, body, self._stop)
         return Download(
             window=window,
             body=body,
@@ -241,19 +262,66 @@ class ExportClient:
             first_malformed_line=check.first_malformed,
         )
 
+    def remote_spec(self, window: Window, out: str) -> dict[str, Any]:
+        """What an encoding worker needs to make this window's first attempt itself (see remote.py)."""
+        return {
+            "url": self._config.export_url,
+            "base_url": self._config.base_url,
+            "params": export_params(self._config, window),
+            "auth": self._config.credentials.basic_auth(),
+            "user_agent": USER_AGENT,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": self._config.request_timeout_seconds,
+            "legacy_timezone": self._config.legacy_timezone,
+            "not_before": self._config.records_not_before(window.first_day),
+            "out": out,
+        }
+
+    def remote_download(self, window: Window, result: dict[str, Any], lines: IO[bytes], seconds: float) -> Download:
+        """The Download of a worker's successful attempt (remote.fetch_window's result, its RECORD lines)."""
+        server_ms = self._watermark(result["date"], result["headers_seconds"], result["sent_wall_ms"])
+        body = EncodedFile(lines, Tally(*result["tally"]))
+        return Download(window, body, result["size"], server_ms, attempts=1, seconds=seconds)
+
+    def first_attempt_of(self, result: dict[str, Any]) -> FirstAttempt | None:
+        """How a worker's failed attempt (remote.fetch_window's result) counts; None if it does not."""
+        kind = result.get("kind")
+        if kind == "status":
+            message = error_message(result["body"].encode()) if result["body"] else (result["reason"] or "no message")
+            failure = self.status_failure(result["status"], message, retry_after_seconds(result["retry_after"]))
+            return FirstAttempt(error=failure)
+        if kind == "retriable":
+            return FirstAttempt(error=Retriable(result["problem"]))
+        if kind == "malformed":
+            return FirstAttempt(malformed=(result["malformed"], result["first"]))
+        return None  # the worker failed, not the request: a fresh attempt
+
+    def _watermark(self, date_header: str | None, headers_seconds: float, sent_wall_ms: int) -> int:
+        server_ms = server_time_ms(date_header, headers_seconds, sent_wall_ms)
+        return server_ms - self._config.export_lookback_window * 1000
+
+    def _body_for(self, window: Window) -> Body:
+        in_memory = max(1 << 16, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
+        if self._encoder is None:
+            return RawBody(in_memory)
+        not_before = self._config.records_not_before(window.first_day)
+        return EncodedBody(self._encoder, self._config.legacy_timezone, not_before, in_memory)
+
     def _raise_for_status(self, response: requests.Response, window: Window) -> None:
-        status = response.status_code
-        message = _error_text(response)
+        raise self.status_failure(response.status_code, _error_text(response), _retry_after(response))
+
+    def status_failure(self, status: int, message: str, retry_after: float | None) -> Exception:
+        """What an answer other than 200 means for the window: retry, split, shorten, or stop."""
         if status == 429:
-            raise Retriable(f"429 rate limited: {message}", _retry_after(response), rate_limited=True)
+            return Retriable(f"429 rate limited: {message}", retry_after, rate_limited=True)
         if status >= 500 or status == 408:
-            raise Retriable(f"{status} from Mixpanel: {message}", _retry_after(response))
+            return Retriable(f"{status} from Mixpanel: {message}", retry_after)
         lowered = message.lower()
         if status == 400 and "timeout error" in lowered:
-            raise TooLarge(message)
+            return TooLarge(message)
         if status == 400 and "cannot be later than today" in lowered:
-            raise DateAfterToday(message)
-        raise describe_rejection(self._config, status, message)
+            return DateAfterToday(message)
+        return describe_rejection(self._config, status, message)
 
 
 def describe_rejection(config: Config, status: int, message: str) -> Exception:
@@ -287,128 +355,39 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
     return system_error(f"Unexpected answer from Mixpanel ({status}: {message}).")
 
 
-class BodyCheck:
-    """Watches a decompressed body go by, so it can be judged complete without a second pass.
-
-    Counts lines that cannot be one JSON object (a non-blank line whose last non-blank byte is not
-    `}`) and keeps the end of the body, where a `terminated early` trailer or a half line shows. The
-    common case costs two `bytes.count` calls per chunk; only a chunk with a suspicious line end is
-    looked at line by line.
-    """
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.lines = 0  # lines ended by b"\n" so far
-        self.malformed = 0
-        self.first_malformed: int | None = None  # 1-based line number
-        self.trailer: bytes | None = None
-        self._tail = b""  # the last TAIL_BYTES bytes seen
-
-    def take(self, data: bytes) -> None:
-        """Account for the next piece of the body."""
-        if not data:
-            return
-        newlines = data.count(b"\n")
-        if newlines:
-            closed = data.count(b"}\n") + (data[:1] == b"\n" and self._tail[-1:] == b"}")
-            if closed != newlines:
-                self._scan(data)
-        self.lines += newlines
-        self.size += len(data)
-        self._tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (self._tail + data)[-TAIL_BYTES:]
-
-    def finish(self) -> BodyCheck:
-        """Judge the end of the body: a trailer, or a last line without its b"\n"."""
-        end = self._tail.rstrip(b" \t\r\n")
-        final = end[end.rfind(b"\n") + 1 :]
-        unterminated = self._tail[self._tail.rfind(b"\n") + 1 :].rstrip(b" \t\r")
-        if final and is_trailer(final):
-            self.trailer = final
-        elif unterminated and not unterminated.endswith(b"}"):
-            self._bad(self.lines + 1)
-        return self
-
-    def _scan(self, data: bytes) -> None:
-        context = self._tail + data
-        position = context.find(b"\n", len(self._tail))
-        line = self.lines
-        while position >= 0:
-            line += 1
-            back = position - 1
-            while back >= 0 and context[back] in _BLANK:
-                back -= 1
-            if back >= 0 and context[back] not in _LINE_OK:
-                self._bad(line)
-            position = context.find(b"\n", position + 1)
-
-    def _bad(self, line: int) -> None:
-        self.malformed += 1
-        if self.first_malformed is None:
-            self.first_malformed = line
-
-
-class Gunzip:
-    """Decompresses a gzip body of one or more members (RFC 1952 allows several; zlib stops after one)."""
-
-    def __init__(self) -> None:
-        self._decoder = zlib.decompressobj(wbits=31)
-        self._seen = 0
-
-    def decompress(self, data: bytes) -> bytes:
-        """The bytes decoded from the next piece of the compressed body."""
-        self._seen += len(data)
-        out = []
-        while data:
-            if self._decoder.eof:
-                if not data.strip(b"\0"):  # zero padding after the last member
-                    break
-                self._decoder = zlib.decompressobj(wbits=31)
-            out.append(self._decoder.decompress(data))
-            data = self._decoder.unused_data if self._decoder.eof else b""
-        return b"".join(out)
-
-    def complete(self) -> bool:
-        """Whether the body ended at the end of a member (or was empty, as an empty export may be)."""
-        return self._seen == 0 or self._decoder.eof
-
-
-def _spill(
-    response: requests.Response, cancelled: threading.Event | None = None, in_memory: int = SPILL_IN_MEMORY_BYTES
-) -> tuple[IO[bytes], BodyCheck]:
-    """Stream the body, decompressing, into a spill file; raise Retriable unless it is complete."""
+def _spill(response: requests.Response, body: Body, cancelled: threading.Event | None = None) -> BodyCheck:
+    """Stream the body, decompressing, into `body`; raise Retriable (closing it) unless it is complete."""
     gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
     decoder = Gunzip() if gzipped else None
-    spill = tempfile.SpooledTemporaryFile(max_size=in_memory)
     check = BodyCheck()
     try:
         for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
             if cancelled is not None and cancelled.is_set():
                 raise Cancelled()
             data = decoder.decompress(raw) if decoder else raw
-            spill.write(data)
             check.take(data)
+            body.write(data)
         if decoder is not None and not decoder.complete():
             raise Retriable("the gzip stream ended early (response cut off)")
+        if check.finish().trailer is not None:
+            raise Retriable(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
+        body.finish()
     except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError,
             zlib.error) as exc:
-        spill.close()
+        body.close()
         raise Retriable(f"the response was cut off ({type(exc).__name__})") from None
     except BaseException:
-        spill.close()
+        body.close()
         raise
-    if check.finish().trailer is not None:
-        spill.close()
-        raise Retriable(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
-    return spill, check
+    return check
 
 
-def _server_time_ms(response: requests.Response, headers_seconds: float, fallback_ms: int) -> int:
+def server_time_ms(header: str | None, headers_seconds: float, fallback_ms: int) -> int:
     """When Mixpanel had surely received the request: its Date header, less the time to headers.
 
     The Date header is stamped after the request arrived but at one-second resolution; subtracting
     the whole round trip to the headers gives a lower bound on the arrival in Mixpanel's own clock.
     """
-    header = response.headers.get("Date")
     if not header:
         return fallback_ms
     try:
@@ -421,7 +400,11 @@ def _server_time_ms(response: requests.Response, headers_seconds: float, fallbac
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+    return retry_after_seconds(response.headers.get("Retry-After"))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header's wait in seconds (it may be a number or an HTTP date), or None."""
     if not value:
         return None
     try:

@@ -121,6 +121,18 @@ class Config:
         """The first event date to request, in the request timezone."""
         return pendulum.instance(self.start).in_timezone(self.request_timezone).date()
 
+    def records_not_before(self, first_day: dt.date) -> str | None:
+        """For a window from `first_day`: the record time (as records write it) before which events are
+        dropped. Only a start_date with a time of day has one, and only its first day's window needs it."""
+        if not (self.start_has_time and first_day <= self.start_day()):
+            return None
+        return self.start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    @property
+    def legacy_timezone(self) -> str | None:
+        """The timezone a legacy project's event times are written in, else None (they are UTC)."""
+        return self.project_timezone if self.legacy_local_time else None
+
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """Today as Mixpanel sees it: the last date it accepts as to_date."""
         moment = pendulum.instance(now) if now else pendulum.now("UTC")

@@ -112,6 +112,21 @@ def _isolate_exact_lines(body: bytes, masked: bytes, hit: int) -> Iterator[Batch
     yield body[start:].split(b"\n"), False
 
 
+def whole_line_blocks(buffer: bytes, size: int) -> tuple[list[bytes], bytes]:
+    """`buffer` cut into blocks of whole lines of a little over `size` bytes each, and the rest after
+    them (less than `size` bytes, or a longer run without a newline), so work can be handed on in
+    even pieces."""
+    blocks = []
+    start = 0
+    while len(buffer) - start > size:
+        end = buffer.find(b"\n", start + size - 1)
+        if end < 0:
+            break
+        blocks.append(buffer[start : end + 1])
+        start = end + 1
+    return blocks, buffer[start:] if start else buffer
+
+
 def parse_line(line: bytes, exact: bool = False) -> Any:
     """Parse one JSON line; `exact` (a line iter_line_batches flagged) uses the stdlib, which keeps
     integers beyond 64 bits, at about three times orjson's cost.

@@ -10,7 +10,7 @@ import collections
 import concurrent.futures as cf
 import queue as queues
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from .client import Download
 from .windows import Window
@@ -65,8 +65,13 @@ def fetch_in_order(
     workers: int,
     replace: Replace,
     replaceable: tuple[type[Exception], ...],
+    fetch_for: Mapping[Window, Callable[[Window], Download]] | None = None,
 ) -> Iterator[Download]:
-    """Yield each window's download in order, keeping `workers` downloads under way (never more)."""
+    """Yield each window's download in order, keeping `workers` downloads under way (never more).
+
+    `fetch_for` gives some windows a fetch of their own (taking over the head start's downloads).
+    """
+    special = dict(fetch_for or {})
     pool = DaemonPool(workers, "mixpanel-export")
     queue = collections.deque(windows)
     inflight: collections.deque[tuple[Window, cf.Future[Download]]] = collections.deque()
@@ -74,7 +79,7 @@ def fetch_in_order(
     def fill() -> None:
         while queue and len(inflight) < workers:
             window = queue.popleft()
-            inflight.append((window, pool.submit(fetch, window)))
+            inflight.append((window, pool.submit(special.pop(window, fetch), window)))
 
     try:
         while queue or inflight:

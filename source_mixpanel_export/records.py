@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pendulum
+
+from .lines import iter_line_batches
 
 STREAM_NAME = "export"
 PRIMARY_KEY = [["event_id"]]
@@ -61,6 +63,56 @@ class BadEvent(ValueError):
     """A line that is JSON but not an event object."""
 
 
+Build = Callable[[Any], "dict[str, Any] | None"]
+
+
+@dataclass
+class Tally:
+    """What reading a window's lines found: records made, lines that are no JSON event, the first of those."""
+
+    count: int = 0
+    bad: int = 0
+    first_bad: int | None = None  # 1-based line number within the window
+    lines: int = 0  # lines read, blank and bad ones included
+
+    def then(self, later: Tally) -> Tally:
+        """This tally followed by the tally of the lines after it."""
+        first = self.first_bad
+        if first is None and later.first_bad is not None:
+            first = self.lines + later.first_bad
+        return Tally(self.count + later.count, self.bad + later.bad, first, self.lines + later.lines)
+
+
+def window_records(chunks: Iterable[bytes], build: Build, tally: Tally) -> Iterator[dict[str, Any]]:
+    """The records of a body's lines, in order; blank lines are skipped, bad ones counted in `tally`
+    (which is complete once the generator is exhausted or closed)."""
+    for lines, exact in iter_line_batches(chunks):
+        yield from window_records_of_lines(lines, exact, build, tally)
+
+
+def window_records_of_lines(lines: list[bytes], exact: bool, build: Build, tally: Tally) -> Iterator[dict[str, Any]]:
+    """window_records for one batch of lines from iter_line_batches."""
+    loads = json.loads if exact else orjson.loads  # see lines.parse_line
+    position, count, bad, first_bad = tally.lines, 0, 0, tally.first_bad
+    try:
+        for line in lines:
+            position += 1
+            try:
+                record = build(loads(line))
+            except ValueError:  # not JSON, or JSON that is not an event
+                if line.strip():
+                    bad += 1
+                    first_bad = first_bad or position
+                continue
+            if record is not None:
+                count += 1
+                yield record
+    finally:
+        tally.lines, tally.first_bad = position, first_bad
+        tally.count += count
+        tally.bad += bad
+
+
 # Table lookups for the time of day: the date is cached per day, the rest is indexing, no formatting.
 _EPOCH = dt.datetime(1970, 1, 1)
 _CLOCK = tuple(f"{hour:02d}:{minute:02d}:" for hour in range(24) for minute in range(60))
@@ -101,6 +153,8 @@ class LegacyClock:
     _BUCKET_MS = 15 * 60_000
 
     def __init__(self, timezone: str) -> None:
+        import pendulum  # here, not at the top: encoding workers start faster without it
+
         self._zone = pendulum.timezone(timezone)
         self._offsets: dict[int, int] = {}
 
@@ -125,8 +179,25 @@ def event_id(name: str, raw_time: Any, insert_id: Any, properties: dict[str, Any
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
-def make_builder(legacy_timezone: str | None = None) -> Callable[[Any], dict[str, Any]]:
-    """A function from a parsed export line to a record; raises BadEvent for non-event JSON."""
+def make_builder(legacy_timezone: str | None = None, not_before: str | None = None) -> Build:
+    """A function from a parsed export line to a record; raises BadEvent for non-event JSON.
+
+    With `not_before` (an ISO time as records write it), earlier events give None instead: the first
+    window of a start_date with a time of day starts at midnight, before that time.
+    """
+    build = _builder(legacy_timezone)
+    if not_before is None:
+        return build
+
+    def build_after_start(event: Any) -> dict[str, Any] | None:
+        record = build(event)
+        time_ = record["time"]
+        return record if time_ is None or time_ >= not_before else None  # type: ignore[operator]
+
+    return build_after_start
+
+
+def _builder(legacy_timezone: str | None) -> Build:
     iso = IsoTime()
     cached_date, date = iso.dates.get, iso.date
     clock, second_of, milli_of = _CLOCK, _SECONDS, _MILLIS
@@ -144,13 +215,16 @@ def make_builder(legacy_timezone: str | None = None) -> Callable[[Any], dict[str
         raw_time = get("time")
         kind = type(raw_time)
         if kind is int or kind is float:  # IsoTime.__call__, inlined: it runs for every record
-            epoch_ms = raw_time if kind is int else int(raw_time)
-            if to_utc:
-                epoch_ms = to_utc(epoch_ms)
-            minute, rest = divmod(epoch_ms, 60_000)
-            day, minute_of_day = divmod(minute, 1440)
-            seconds, millis = divmod(rest, 1000)
-            time = (cached_date(day) or date(day)) + clock[minute_of_day] + second_of[seconds] + milli_of[millis]
+            try:
+                epoch_ms = raw_time if kind is int else int(raw_time)
+                if to_utc:
+                    epoch_ms = to_utc(epoch_ms)
+                minute, rest = divmod(epoch_ms, 60_000)
+                day, minute_of_day = divmod(minute, 1440)
+                seconds, millis = divmod(rest, 1000)
+                time = (cached_date(day) or date(day)) + clock[minute_of_day] + second_of[seconds] + milli_of[millis]
+            except (OverflowError, ValueError):  # beyond years 1-9999 (or inf/NaN): no time, the raw value stays
+                time = None
         else:
             time = None
         insert_id = get("$insert_id")

@@ -28,10 +28,12 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from .check import run_check
 from .config import Config, parse_config
+from .headstart import HeadStart
 from .records import STREAM_NAME
 from .spec import connector_specification
 from .state import parse_state
 from .stream import ExportReader, ExportStream, Item, unknown_stream
+from .workers import EncoderPool
 
 
 class SourceMixpanelExport(AbstractSource):
@@ -82,8 +84,11 @@ class SourceMixpanelExport(AbstractSource):
         config: Mapping[str, Any],
         catalog: ConfiguredAirbyteCatalog,
         state: list[AirbyteStateMessage] | None = None,
+        encoder: EncoderPool | None = None,
+        head_start: HeadStart | None = None,
     ) -> Iterator[Item]:
-        """The read as record dicts and messages, for run.py's fast writer and for `read` above."""
+        """The read as record dicts and messages, for run.py's fast writer and for `read` above;
+        with an `encoder`, as windows of RECORD lines instead of record dicts (run.py only)."""
         parsed = self._parse(config)
         for configured in catalog.streams:
             if configured.stream.name != STREAM_NAME:
@@ -96,9 +101,10 @@ class SourceMixpanelExport(AbstractSource):
             export_state = parse_state(stream_state) if mode == SyncMode.incremental else parse_state(None)
             yield stream_status_message(configured.stream, AirbyteStreamStatus.STARTED)
             running = False
+            reader = ExportReader(parsed, logger, encoder=encoder, head_start=head_start)
             try:
-                for item in ExportReader(parsed, logger).read(mode, export_state):
-                    if not running and type(item) is dict:
+                for item in reader.read(mode, export_state):
+                    if not running and type(item) is not AirbyteMessage:
                         running = True
                         yield stream_status_message(configured.stream, AirbyteStreamStatus.RUNNING)
                     yield item

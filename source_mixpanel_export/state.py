@@ -22,7 +22,9 @@ from typing import Any
 
 import pendulum
 
+from .config import Config
 from .errors import config_error
+from .windows import Window, plan_windows
 
 STATE_VERSION = 2
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
@@ -114,6 +116,14 @@ class ExportState:
                 "watermark": _readable(self.partial_watermark_ms),
             }
         return out
+
+
+def sync_windows(config: Config, state: ExportState, end: dt.date) -> tuple[dt.date, list[Window]]:
+    """The first day a sync reads (from the config's start or the state) and its windows up to `end`."""
+    first = state.first_day(config.start_day(), config.attribution_window, config.request_timezone)
+    if first > end:
+        return first, []
+    return first, plan_windows(first, end, config.date_window_size, state.coverage())
 
 
 def parse_state(raw: Any) -> ExportState:

@@ -6,15 +6,16 @@ records → state. Items it yields are record dicts (hot path) or ready AirbyteM
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import orjson
 from airbyte_cdk.models import (
     AirbyteEstimateTraceMessage,
     AirbyteMessage,
@@ -31,17 +32,20 @@ from airbyte_cdk.models import (
 )
 from airbyte_cdk.sources.streams import Stream
 
+from .bodies import EncodedBody, EncodedFile
 from .budget import RateBudget
 from .client import DateAfterToday, Download, ExportClient, TooLarge
 from .config import Config
-from .errors import config_error, system_error
-from .lines import iter_line_batches, parse_line
+from .errors import config_error, system_error, transient_error
+from .headstart import HeadStart, HeadStartMissed
 from .prefetch import fetch_in_order
-from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, make_builder
-from .state import NO_CURSOR_MARKER, ExportState
-from .windows import ONE_DAY, Window, plan_windows, split_window
+from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Tally, make_builder, window_records
+from .state import NO_CURSOR_MARKER, ExportState, sync_windows
+from .windows import ONE_DAY, Window, split_window
+from .workers import EncoderPool, WorkerFailed
 
-Item = dict[str, Any] | AirbyteMessage
+# A record dict, a window's RECORD lines made by the encoding workers (fast path only), or a message.
+Item = dict[str, Any] | EncodedBody | EncodedFile | AirbyteMessage
 
 
 def state_message(state: Mapping[str, Any]) -> AirbyteMessage:
@@ -67,16 +71,23 @@ class ExportReader:
         logger: logging.Logger,
         client: ExportClient | None = None,
         now: dt.datetime | None = None,
+        encoder: EncoderPool | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
+        """With an `encoder`, windows come out as EncodedBody items rather than record dicts; a
+        `head_start`'s downloads are used if it planned the same first windows."""
         self._config = config
         self._logger = logger
         self._stop = threading.Event()
         self._budget = RateBudget(
             config.requests_per_second, config.requests_per_hour, logger=logger, sleep=self._stop.wait
         )
-        self._client = client or ExportClient(config, self._budget, logger, stop=self._stop)
+        self._client = client or ExportClient(config, self._budget, logger, stop=self._stop, encoder=encoder)
         self._today = config.today(now)
         self._end = min(config.end_day or self._today, self._today)
+        self._head_start = head_start
+        if head_start is not None:
+            head_start.connect(self._budget)
 
     def read(self, mode: SyncMode, state: ExportState) -> Iterator[Item]:
         """Records, then a STATE after every complete window (incremental) or every window (full refresh)."""
@@ -85,14 +96,9 @@ class ExportReader:
             state = ExportState()
         elif state.migrated_from:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
-        first = state.first_day(
-            self._config.start_day(), self._config.attribution_window, self._config.request_timezone
-        )
-        windows = (
-            plan_windows(first, self._end, self._config.date_window_size, state.coverage())
-            if first <= self._end
-            else []
-        )
+        first, windows = sync_windows(self._config, state, self._end)
+        adopted = self._head_start.adopt(self._config, incremental, windows) if self._head_start else {}
+        head_start = {window: functools.partial(self._adopted, started) for window, started in adopted.items()}
         yield self._estimate()
         self._logger.info(
             f"Reading {len(windows)} windows ({first}..{self._end}, {self._config.request_timezone} days) "
@@ -103,7 +109,7 @@ class ExportReader:
         try:
             downloads = fetch_in_order(
                 windows, self._client.fetch, self._config.max_concurrent_requests,
-                self._replace, (TooLarge, DateAfterToday),
+                self._replace, (TooLarge, DateAfterToday), head_start,
             )
             for done, download in enumerate(downloads, start=1):
                 count = yield from self._records(download)
@@ -120,8 +126,12 @@ class ExportReader:
                 self._log_progress(download, count, done, len(windows), started)
                 if done == 1 and len(windows) > 1:  # one window's size, times the windows planned
                     yield self._estimate(count * len(windows), download.size * len(windows))
+        except WorkerFailed as exc:  # raised in a download thread, while handing a block to the workers
+            raise transient_error(f"Records could not be encoded: {exc}.") from None
         finally:
             self._stop.set()
+            if self._head_start is not None:
+                self._head_start.cancel()
         if incremental:
             if watermark is not None and self._end >= first:
                 state = state.completed(self._end, watermark)
@@ -129,46 +139,40 @@ class ExportReader:
         elif not windows:
             yield state_message({NO_CURSOR_MARKER: True})
 
-    def _records(self, download: Download) -> Iterator[dict[str, Any]]:
-        """The window's records, in the order Mixpanel sent them; returns how many."""
-        if download.malformed_lines and not self._config.skip_bad_lines:  # fail before emitting any of it
-            self._bad_lines(download.window, download.malformed_lines, download.first_malformed_line or 0)
-        build = self._builder_for(download.window)
-        loads = orjson.loads
-        count = bad = 0
-        first_bad: int | None = None
-        position = 0
-        for lines, exact in iter_line_batches(download.chunks()):
-            for line in lines:
-                position += 1
-                try:
-                    record = build(parse_line(line, True) if exact else loads(line))
-                except ValueError:  # not JSON, or JSON that is not an event
-                    if not line.strip():
-                        continue
-                    bad += 1
-                    first_bad = first_bad or position
-                    continue
-                if record is not None:
-                    count += 1
-                    yield record
-        if bad:
-            self._bad_lines(download.window, bad, first_bad or 0)
-        return count
+    def _records(self, download: Download) -> Iterator[dict[str, Any] | EncodedBody | EncodedFile]:
+        """The window's records, in the order Mixpanel sent them; returns how many.
 
-    def _builder_for(self, window: Window) -> Any:
-        """The record builder; the first window of a start_date with a time drops earlier events."""
-        build = make_builder(self._config.project_timezone if self._config.legacy_local_time else None)
-        if not (self._config.start_has_time and window.first_day <= self._config.start_day()):
-            return build
-        start = self._config.start.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        Bad lines the body check found fail the window before any of it is emitted (unless skipped);
+        so do those only parsing finds when the workers encoded the window, else they fail it after.
+        """
+        window, body = download.window, download.body
+        if download.malformed_lines and not self._config.skip_bad_lines:
+            self._bad_lines(window, download.malformed_lines, download.first_malformed_line or 0)
+        if isinstance(body, EncodedBody | EncodedFile):
+            try:
+                tally = body.wait()
+            except WorkerFailed as exc:
+                raise transient_error(f"Window {window.label()} could not be encoded: {exc}.") from None
+            if tally.bad:
+                self._bad_lines(window, tally.bad, tally.first_bad or 0)
+            if tally.count:
+                yield body
+            return tally.count
+        tally = Tally()
+        build = make_builder(self._config.legacy_timezone, self._config.records_not_before(window.first_day))
+        yield from window_records(body.chunks(), build, tally)
+        if tally.bad:
+            self._bad_lines(window, tally.bad, tally.first_bad or 0)
+        return tally.count
 
-        def build_after_start(event: Any) -> dict[str, Any] | None:
-            record = build(event)
-            time_ = record["time"]
-            return record if time_ is None or time_ >= start else None
-
-        return build_after_start
+    def _adopted(self, started: cf.Future[Download], window: Window) -> Download:
+        """The head start's download of `window`, run in a fetch slot like any fetch; if its attempt
+        failed, the client goes on from there (the failed attempt counts as attempt 1)."""
+        try:
+            return started.result()
+        except HeadStartMissed as missed:
+            self._logger.info(f"Window {window.label()}: the head start's attempt failed ({missed}); taking over.")
+            return self._client.fetch(window, self._client.first_attempt_of(missed.result))
 
     def _bad_lines(self, window: Window, bad: int, first_bad: int) -> None:
         text = f"Window {window.label()}: {bad} lines are not JSON events (first at line {first_bad})"

@@ -120,7 +120,7 @@ def body_lines(fake: FakeMixpanel, window: Window) -> int:
 
 
 def read_lines(download) -> list[bytes]:
-    return [line for line in b"".join(download.chunks()).split(b"\n") if line]
+    return [line for line in b"".join(download.body.chunks()).split(b"\n") if line]
 
 
 @pytest.mark.parametrize(

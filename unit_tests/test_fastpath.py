@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from fake_mixpanel import generate_events
 from source_mixpanel_export.lines import iter_line_batches, parse_line
 from source_mixpanel_export.records import BadEvent, make_builder
-from source_mixpanel_export.run import MessageWriter
 from source_mixpanel_export.source import record_message
 from source_mixpanel_export.stream import state_message
+from source_mixpanel_export.writer import MessageWriter
 
 NOW_NS = 1_700_000_000_123_456_789
 IDENTITY = {"distinct_id", "$user_id", "$distinct_id_before_identity"}

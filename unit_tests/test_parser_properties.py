@@ -17,6 +17,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from source_mixpanel_export.bodies import RawBody
 from source_mixpanel_export.client import BodyCheck, Gunzip, Retriable, _spill
 from source_mixpanel_export.lines import is_trailer, iter_line_batches, parse_line, split_lines
 
@@ -227,10 +228,10 @@ def test_given_whole_response_when_spilled_then_body_is_exact(server, events, fr
     lines = b"".join(e + b"\n" for e in events)
     body = gzip.compress(lines, mtime=0) if gzipped else lines
     head, framed = http_reply(body, framing, gzipped, chunk_sizes)
+    spill = RawBody(1 << 20)
     with server.get(head + framed) as response:
-        spill, check = _spill(response)
-    spill.seek(0)
-    assert spill.read() == lines and check.malformed == 0 and check.size == len(lines)
+        check = _spill(response, spill)
+    assert b"".join(spill.chunks()) == lines and check.malformed == 0 and check.size == len(lines)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -244,13 +245,13 @@ def test_given_response_cut_anywhere_when_spilled_then_retriable(server, events,
     head, framed = http_reply(body, framing, gzipped, chunk_sizes)
     all_data = len(framed) - len(b"\r\n\r\n") if framing == "chunked" else len(framed)
     cut_at = int(len(framed) * keep)
+    spill = RawBody(1 << 20)
     with server.get(head + framed[:cut_at]) as response:
         try:
-            spill, _ = _spill(response)
+            _spill(response, spill)
         except Retriable:
             return
-    spill.seek(0)
-    assert cut_at >= all_data and spill.read() == lines
+    assert cut_at >= all_data and b"".join(spill.chunks()) == lines
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -266,4 +267,4 @@ def test_given_trailer_when_spilled_then_retriable(server, events, trailer, gzip
     head, framed = http_reply(body, "chunked", gzipped, [64])
     with server.get(head + framed) as response:
         with pytest.raises(Retriable, match="ended the export early"):
-            _spill(response)
+            _spill(response, RawBody(1 << 20))

@@ -99,3 +99,14 @@ def test_given_ambiguous_fall_back_hour_when_converted_then_first_occurrence():
 def test_dumps_keeps_integers_beyond_64_bits():
     """Integers orjson refuses are written exactly by the fallback."""
     assert json.loads(dumps({"x": 12345678901234567890123})) == {"x": 12345678901234567890123}
+
+
+@pytest.mark.parametrize("raw", [1e20, 2**70, -(2**70), 253402300800000, -62135596800001])
+def test_given_time_beyond_years_1_to_9999_when_built_then_no_time_and_the_raw_value_kept(raw):
+    """Such an event is still delivered, lossless: `time` is null and properties.time holds what Mixpanel sent."""
+    event = {"event": "Far", "properties": {"time": raw, "$insert_id": "i"}}
+    for legacy in (None, "America/New_York"):
+        record = make_builder(legacy)(event)
+        assert record["time"] is None and record["properties"]["time"] == raw
+    last = make_builder()({"event": "Edge", "properties": {"time": 253402300799999}})
+    assert last["time"] == "9999-12-31T23:59:59.999Z"
