@@ -14,6 +14,8 @@ setup(
         "requests>=2.31",
         "jsonschema>=4",
         "pendulum>=3",
+        "urllib3>=2",  # both come with requests; imported directly by the encoding workers (see README)
+        "certifi",
     ],
     extras_require={
         "tests": [

@@ -136,8 +136,10 @@ def run_cli(
     extra: list[str] | None = None,
     timeout: float = 120,
     catalog_value: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Run:
-    """Run `source-mixpanel-export <verb>` as a subprocess and parse its stdout (exact integers kept)."""
+    """Run `source-mixpanel-export <verb>` as a subprocess and parse its stdout (exact integers kept);
+    `env` is added to the environment."""
     args = [*command(), verb]
     if config is not None:
         args += ["--config", str(write_json(tmp_path / "config.json", config))]
@@ -146,8 +148,8 @@ def run_cli(
         if state is not None:
             args += ["--state", str(write_json(tmp_path / "state.json", state))]
     args += extra or []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(args, capture_output=True, timeout=timeout, env=env, cwd=ROOT)
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    done = subprocess.run(args, capture_output=True, timeout=timeout, env=environment, cwd=ROOT)
     stdout, stderr = done.stdout.decode(), done.stderr.decode(errors="replace")
     return Run(done.returncode, stdout, stderr, parse_messages(stdout))
 

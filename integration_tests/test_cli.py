@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import jsonschema
+import pytest
 
 from fake_mixpanel import Fault
 from integration_tests.conftest import FIRST_DAY, LAST_DAY, TODAY
@@ -114,9 +115,12 @@ def test_discover_offers_one_stream_with_both_modes_cursor_and_key(tmp_path, fak
     assert stream["json_schema"] == SCHEMA
 
 
-def test_given_full_refresh_when_read_then_exact_records_valid_and_typed(tmp_path, fake):
-    """Every event of the range exactly once, schema-valid, values lossless, time true UTC."""
-    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
+@pytest.mark.parametrize("workers", ["default", "0", "1", "3"])
+def test_given_full_refresh_when_read_then_exact_records_valid_and_typed(tmp_path, fake, workers):
+    """Every event of the range exactly once, schema-valid, values lossless, time true UTC: whether the
+    records are encoded by worker processes (and the first windows fetched by them) or by the main process."""
+    env = {} if workers == "default" else {"SOURCE_MIXPANEL_EXPORT_WORKERS": workers}
+    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()), env=env)
     assert run.returncode == 0, run.stdout[-2000:]
     assert record_keys(run.records) == truth(fake, FIRST_DAY, TODAY)
     for record in run.records:

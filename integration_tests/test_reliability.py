@@ -255,7 +255,9 @@ def test_given_failure_while_other_windows_wait_for_mixpanel_when_read_then_proc
     fake.inject_when(lambda r: r.params["from_date"] != first, Fault("slow", delay_s=90), times=10)
     run = run_cli(tmp_path, "read", daily(fake), timeout=45)  # TimeoutExpired if it waits for the slow ones
     assert run.returncode != 0 and run.errors[-1]["failure_type"] == "config_error"
-    assert len(fake.export_requests) == 3
+    # The 401 and at least one slow request; a third only if the reader started it before the 401 came back.
+    assert 2 <= len(fake.export_requests) <= 3
+    assert any(r.fault == "slow" for r in fake.export_requests)
 
 
 # -- retries exhausted: checkpoint, fail, resume -----------------------------------------------------------

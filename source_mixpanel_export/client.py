@@ -199,6 +199,8 @@ class ExportClient:
         self, window: Window, attempt: int, failure: Retriable, started: float, deadline: float
     ) -> None:
         """Sleep before the next attempt, or give up with a transient error once the retry budget is spent."""
+        if self._stop.is_set():  # the sync is over: no retry, and no log line racing its last messages
+            raise Cancelled()
         delay = backoff_seconds(attempt, failure.retry_after, self._config.retry_initial_backoff_seconds)
         now = time.monotonic()
         if now + delay > deadline:

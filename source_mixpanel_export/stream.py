@@ -34,7 +34,7 @@ from airbyte_cdk.sources.streams import Stream
 
 from .bodies import EncodedBody, EncodedFile
 from .budget import RateBudget
-from .client import DateAfterToday, Download, ExportClient, TooLarge
+from .client import Cancelled, DateAfterToday, Download, ExportClient, TooLarge
 from .config import Config
 from .errors import config_error, system_error, transient_error
 from .headstart import HeadStart, HeadStartMissed
@@ -171,6 +171,8 @@ class ExportReader:
         try:
             return started.result()
         except HeadStartMissed as missed:
+            if self._stop.is_set():  # the sync is over (the workers were stopped with it): say nothing more
+                raise Cancelled() from None
             self._logger.info(f"Window {window.label()}: the head start's attempt failed ({missed}); taking over.")
             return self._client.fetch(window, self._client.first_attempt_of(missed.result))
 

@@ -4,6 +4,7 @@ A record costs ~6 µs of Python (split, parse, build, serialize) and the GIL let
 run Python at a time: download threads can only overlap network and gzip with it. So `read` starts a
 few worker processes (`python -m source_mixpanel_export.encode`) before it imports the CDK, which lets
 them start up on another core meanwhile, and download threads hand them blocks as bodies arrive.
+A worker can also fetch a whole window itself (`fetch`, used by the head start: headstart.py).
 
 Plain pipes with multiprocessing's framing, not a multiprocessing pool: a pool's workers start as a copy
 of the main module (here the CDK's whole import) and its helper threads pickle every block. A worker
@@ -30,6 +31,7 @@ import orjson
 
 from .records import Tally
 
+WORKERS_VARIABLE = "SOURCE_MIXPANEL_EXPORT_WORKERS"
 MAX_IN_FLIGHT = 2  # jobs per worker: one being encoded, one waiting in its pipe
 PIPE_BYTES = 1 << 20  # pipe capacity asked for, so a block crosses in few system calls
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -42,7 +44,14 @@ class WorkerFailed(RuntimeError):
 
 
 def worker_count() -> int:
-    """One worker per core, at most 4; none on one core, where they could only take turns with us."""
+    """One worker per core, at most 4; none on one core, where they could only take turns with us.
+
+    SOURCE_MIXPANEL_EXPORT_WORKERS, when set to a whole number, says how many instead (0: records are
+    encoded by the main process).
+    """
+    setting = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if setting.isdigit():
+        return min(int(setting), 16)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(cores, 4) if cores > 1 else 0
 
