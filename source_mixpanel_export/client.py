@@ -250,7 +250,7 @@ class ExportClient:
         with response:
             if response.status_code != 200:
                 self._raise_for_status(response, window)
-            server_ms = self._watermark(response.headers.get("Date"), headers_seconds, sent_wall_ms)
+            server_ms = watermark(self._config, response.headers.get("Date"), headers_seconds, sent_wall_ms)
             body = self._body_for(window)
             check = _spill(response, body, self._stop)
         return Download(
@@ -264,44 +264,6 @@ class ExportClient:
             first_malformed_line=check.first_malformed,
         )
 
-    def remote_spec(self, window: Window, out: str) -> dict[str, Any]:
-        """What an encoding worker needs to make this window's first attempt itself (see remote.py)."""
-        return {
-            "url": self._config.export_url,
-            "base_url": self._config.base_url,
-            "params": export_params(self._config, window),
-            "auth": self._config.credentials.basic_auth(),
-            "user_agent": USER_AGENT,
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": self._config.request_timeout_seconds,
-            "legacy_timezone": self._config.legacy_timezone,
-            "not_before": self._config.records_not_before(window.first_day),
-            "out": out,
-        }
-
-    def remote_download(self, window: Window, result: dict[str, Any], lines: IO[bytes], seconds: float) -> Download:
-        """The Download of a worker's successful attempt (remote.fetch_window's result, its RECORD lines)."""
-        server_ms = self._watermark(result["date"], result["headers_seconds"], result["sent_wall_ms"])
-        body = EncodedFile(lines, Tally(*result["tally"]))
-        return Download(window, body, result["size"], server_ms, attempts=1, seconds=seconds)
-
-    def first_attempt_of(self, result: dict[str, Any]) -> FirstAttempt | None:
-        """How a worker's failed attempt (remote.fetch_window's result) counts; None if it does not."""
-        kind = result.get("kind")
-        if kind == "status":
-            message = error_message(result["body"].encode()) if result["body"] else (result["reason"] or "no message")
-            failure = self.status_failure(result["status"], message, retry_after_seconds(result["retry_after"]))
-            return FirstAttempt(error=failure)
-        if kind == "retriable":
-            return FirstAttempt(error=Retriable(result["problem"]))
-        if kind == "malformed":
-            return FirstAttempt(malformed=(result["malformed"], result["first"]))
-        return None  # the worker failed, not the request: a fresh attempt
-
-    def _watermark(self, date_header: str | None, headers_seconds: float, sent_wall_ms: int) -> int:
-        server_ms = server_time_ms(date_header, headers_seconds, sent_wall_ms)
-        return server_ms - self._config.export_lookback_window * 1000
-
     def _body_for(self, window: Window) -> Body:
         in_memory = max(1 << 16, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
         if self._encoder is None:
@@ -310,20 +272,68 @@ class ExportClient:
         return EncodedBody(self._encoder, self._config.legacy_timezone, not_before, in_memory)
 
     def _raise_for_status(self, response: requests.Response, window: Window) -> None:
-        raise self.status_failure(response.status_code, _error_text(response), _retry_after(response))
+        raise status_failure(self._config, response.status_code, _error_text(response), _retry_after(response))
 
-    def status_failure(self, status: int, message: str, retry_after: float | None) -> Exception:
-        """What an answer other than 200 means for the window: retry, split, shorten, or stop."""
-        if status == 429:
-            return Retriable(f"429 rate limited: {message}", retry_after, rate_limited=True)
-        if status >= 500 or status == 408:
-            return Retriable(f"{status} from Mixpanel: {message}", retry_after)
-        lowered = message.lower()
-        if status == 400 and "timeout error" in lowered:
-            return TooLarge(message)
-        if status == 400 and "cannot be later than today" in lowered:
-            return DateAfterToday(message)
-        return describe_rejection(self._config, status, message)
+
+def status_failure(config: Config, status: int, message: str, retry_after: float | None) -> Exception:
+    """What an answer other than 200 means for the window: retry, split, shorten, or stop."""
+    if status == 429:
+        return Retriable(f"429 rate limited: {message}", retry_after, rate_limited=True)
+    if status >= 500 or status == 408:
+        return Retriable(f"{status} from Mixpanel: {message}", retry_after)
+    lowered = message.lower()
+    if status == 400 and "timeout error" in lowered:
+        return TooLarge(message)
+    if status == 400 and "cannot be later than today" in lowered:
+        return DateAfterToday(message)
+    return describe_rejection(config, status, message)
+
+
+def watermark(config: Config, date_header: str | None, headers_seconds: float, sent_wall_ms: int) -> int:
+    """The window's watermark: when Mixpanel had surely received the request, less export_lookback_window."""
+    return server_time_ms(date_header, headers_seconds, sent_wall_ms) - config.export_lookback_window * 1000
+
+
+# -- a window's first attempt made by an encoding worker (the head start: headstart.py, remote.py) --------
+
+
+def remote_spec(config: Config, window: Window, out: str) -> dict[str, Any]:
+    """What an encoding worker needs to make this window's first attempt itself (see remote.py)."""
+    return {
+        "url": config.export_url,
+        "base_url": config.base_url,
+        "params": export_params(config, window),
+        "auth": config.credentials.basic_auth(),
+        "user_agent": USER_AGENT,
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "read_timeout": config.request_timeout_seconds,
+        "legacy_timezone": config.legacy_timezone,
+        "not_before": config.records_not_before(window.first_day),
+        "out": out,
+    }
+
+
+def remote_download(
+    config: Config, window: Window, result: dict[str, Any], lines: IO[bytes], seconds: float
+) -> Download:
+    """The Download of a worker's successful attempt (remote.fetch_window's result, its RECORD lines)."""
+    server_ms = watermark(config, result["date"], result["headers_seconds"], result["sent_wall_ms"])
+    body = EncodedFile(lines, Tally(*result["tally"]))
+    return Download(window, body, result["size"], server_ms, attempts=1, seconds=seconds)
+
+
+def first_attempt_of(config: Config, result: dict[str, Any]) -> FirstAttempt | None:
+    """How a worker's failed attempt (remote.fetch_window's result) counts; None if it does not."""
+    kind = result.get("kind")
+    if kind == "status":
+        message = error_message(result["body"].encode()) if result["body"] else (result["reason"] or "no message")
+        retry_after = retry_after_seconds(result["retry_after"])
+        return FirstAttempt(error=status_failure(config, result["status"], message, retry_after))
+    if kind == "retriable":
+        return FirstAttempt(error=Retriable(result["problem"]))
+    if kind == "malformed":
+        return FirstAttempt(malformed=(result["malformed"], result["first"]))
+    return None  # the worker failed, not the request: a fresh attempt
 
 
 def describe_rejection(config: Config, status: int, message: str) -> Exception:

@@ -4,7 +4,8 @@
 deliberate exceptions). `encode_block` turns a block of export lines into RECORD lines in one call, so
 it can run in a worker process (`python -m source_mixpanel_export.encode`, see workers.py): a job is two
 frames on stdin (a JSON header, then the block), an answer two frames on stdout (a JSON tally, then the
-RECORD lines). This module imports neither the CDK nor requests, so a worker is ready in ~0.1 s.
+RECORD lines). A job can also be a whole window to fetch and encode (the head start: remote.py). This
+module imports neither the CDK nor requests, so a worker is ready in ~0.1 s.
 """
 
 from __future__ import annotations

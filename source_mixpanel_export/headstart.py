@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .client import Download, ExportClient
+from .client import Download, remote_download, remote_spec
 from .config import Config, parse_config
 from .records import STREAM_NAME
 from .state import ExportState, parse_state, sync_windows
@@ -58,7 +58,6 @@ class HeadStart:
         self.config = config
         self.incremental = incremental
         self.windows = windows
-        self._client = ExportClient(config, None)  # type: ignore[arg-type]  # builds requests, sends none
         self._stop = threading.Event()
         self._adopted = False
         # Each worker fetches its windows one after the other: at most `slots` requests at once.
@@ -83,7 +82,7 @@ class HeadStart:
     def _start(self, encoder: EncoderPool, window: Window, worker: int) -> cf.Future[Download]:
         """Hand one window to a worker; the future gives its Download or raises HeadStartMissed."""
         lines = tempfile.TemporaryFile()  # no name on disk: the worker opens it through /proc
-        spec = self._client.remote_spec(window, f"/proc/{os.getpid()}/fd/{lines.fileno()}")
+        spec = remote_spec(self.config, window, f"/proc/{os.getpid()}/fd/{lines.fileno()}")
         spec["batch"] = id(self)  # a worker sends no more of this head start's requests after one failed
         started = time.monotonic()
         download: cf.Future[Download] = cf.Future()
@@ -92,7 +91,7 @@ class HeadStart:
             failure = attempt.exception()
             result = attempt.result() if failure is None else {"ok": False, "kind": "none", "problem": str(failure)}
             if result["ok"] and not self._stopped():
-                download.set_result(self._client.remote_download(window, result, lines, time.monotonic() - started))
+                download.set_result(remote_download(self.config, window, result, lines, time.monotonic() - started))
                 return
             lines.close()
             if result["ok"]:

@@ -34,7 +34,7 @@ from airbyte_cdk.sources.streams import Stream
 
 from .bodies import EncodedBody, EncodedFile
 from .budget import RateBudget
-from .client import Cancelled, DateAfterToday, Download, ExportClient, TooLarge
+from .client import Cancelled, DateAfterToday, Download, ExportClient, TooLarge, first_attempt_of
 from .config import Config
 from .errors import config_error, system_error, transient_error
 from .headstart import HeadStart, HeadStartMissed
@@ -174,7 +174,7 @@ class ExportReader:
             if self._stop.is_set():  # the sync is over (the workers were stopped with it): say nothing more
                 raise Cancelled() from None
             self._logger.info(f"Window {window.label()}: the head start's attempt failed ({missed}); taking over.")
-            return self._client.fetch(window, self._client.first_attempt_of(missed.result))
+            return self._client.fetch(window, first_attempt_of(self._config, missed.result))
 
     def _bad_lines(self, window: Window, bad: int, first_bad: int) -> None:
         text = f"Window {window.label()}: {bad} lines are not JSON events (first at line {first_bad})"

@@ -12,7 +12,7 @@ import pytest
 
 from fake_mixpanel import FakeMixpanel, Fault, generate_events
 from source_mixpanel_export.budget import RateBudget
-from source_mixpanel_export.client import ExportClient
+from source_mixpanel_export.client import ExportClient, first_attempt_of
 from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.headstart import HeadStart, HeadStartMissed, _plan
 from source_mixpanel_export.state import ExportState, parse_state, sync_windows
@@ -195,10 +195,10 @@ def test_given_a_failed_attempt_when_adopted_then_that_window_raises_missed_with
         adopted[windows[0]].result(timeout=30)
     result = missed.value.result
     assert (result["kind"], result["status"], result["retry_after"]) == ("status", 429, "7")
-    first = ExportClient(parsed, RateBudget(10, 100)).first_attempt_of(result)
+    first = first_attempt_of(parsed, result)
     assert first.error.rate_limited and first.error.retry_after == 7.0 and "slow down" in str(first.error)
     adopted[windows[1]].result(timeout=30).close()  # the other worker's window
     with pytest.raises(HeadStartMissed, match="not sent") as skipped:  # after the 429, the same worker sends nothing
         adopted[windows[2]].result(timeout=30)
-    assert ExportClient(parsed, RateBudget(10, 100)).first_attempt_of(skipped.value.result) is None
+    assert first_attempt_of(parsed, skipped.value.result) is None
     assert len(fake.export_requests) == 2
