@@ -3,7 +3,7 @@
 `record_json` and `record_lines` write the bytes the CDK's serializer writes (see writer.py for the two
 deliberate exceptions). `encode_block` turns a block of export lines into RECORD lines in one call, so
 it can run in a worker process (`python -m source_mixpanel_export.encode`, see workers.py): a job is two
-frames on stdin (a JSON header, then the block), an answer two frames on stdout (a JSON tally, then the
+messages on stdin (frames.py; a JSON header, then the block), an answer two messages on stdout (a JSON tally, then the
 RECORD lines). A job can also be a whole window to fetch and encode (the head start: remote.py). This
 module imports neither the CDK nor requests, so a worker is ready in ~0.1 s.
 """
@@ -14,11 +14,11 @@ import json
 import os
 import sys
 import time
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from .frames import Frames
 from .lines import iter_line_batches
 from .malloc import keep_heap_small
 from .records import STREAM_NAME, Build, Tally, make_builder, window_records_of_lines
@@ -117,7 +117,15 @@ def _exact_ints(value: Any) -> Any:
     return value if changed is None else changed
 
 
-def serve(jobs: Connection, answers: Connection) -> None:
+class Channel(Protocol):
+    """One direction of a worker's pipe: Frames, or a multiprocessing Connection."""
+
+    def send_bytes(self, data: bytes) -> None: ...
+
+    def recv_bytes(self) -> bytes: ...
+
+
+def serve(jobs: Channel, answers: Channel) -> None:
     """The worker's loop: do each job, answer in order, end when the main process closes the pipe.
 
     An encoding job's header is `[legacy_timezone, not_before]` and its block the lines; the answer's
@@ -166,7 +174,7 @@ def main() -> None:
     """Serve jobs on stdin, answers on stdout (a pipe to the main process, never Airbyte's stdout)."""
     os.nice(WORKER_NICENESS)
     keep_heap_small()
-    serve(Connection(sys.stdin.fileno(), writable=False), Connection(sys.stdout.fileno(), readable=False))
+    serve(Frames(sys.stdin.fileno()), Frames(sys.stdout.fileno()))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ Bodies pass through in blocks of a few hundred kB. By default glibc serves such 
 first, raises its mmap threshold each time one is freed (up to 32 MB), then serves them from the heap
 of the allocating thread's arena, and keeps a freed heap top of up to twice the threshold per arena.
 With download, reader and main threads each on an arena, the main process peaked at ~110 MB RSS on
-the benchmark. Fixed thresholds (1 MB for mmap, 2 MB for trimming) and one arena brought it to ~85 MB,
-and the benchmark ran faster, not slower (1.65 s -> 1.5 s; a 128 kB mmap threshold, all blocks
-mmapped, took 1.9 s). The same as MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_ARENA_MAX
-in the environment, which would have to be set before the process starts. Elsewhere than glibc this
-does nothing.
+the benchmark. Fixed thresholds (512 kB for mmap, 1 MB for trimming) and one arena brought it to
+80-90 MB, and the benchmark ran faster, not slower (1.65 s -> 1.5 s; with thresholds of 256 kB or
+128 kB, so that most blocks are mmapped and faulted in afresh, it took 1.7-1.9 s). The same as
+MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_ARENA_MAX in the environment, which would
+have to be set before the process starts. Elsewhere than glibc this does nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import ctypes
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 1 << 20
-TRIM_THRESHOLD_BYTES = 2 << 20
+MMAP_THRESHOLD_BYTES = 1 << 19
+TRIM_THRESHOLD_BYTES = 1 << 20
 ARENAS = 1
 
 

@@ -6,8 +6,8 @@ few worker processes (`python -m source_mixpanel_export.encode`) before it impor
 them start up on another core meanwhile, and download threads hand them blocks as bodies arrive.
 A worker can also fetch a whole window itself (`fetch`, used by the head start: headstart.py).
 
-Plain pipes with multiprocessing's framing, not a multiprocessing pool: a pool's workers start as a copy
-of the main module (here the CDK's whole import) and its helper threads pickle every block. A worker
+Plain pipes with length-prefixed messages (frames.py), not a multiprocessing pool: a pool's workers start
+as a copy of the main module (here the CDK's whole import) and its helper threads pickle every block. A worker
 answers its jobs in order, so each worker's futures wait in a FIFO. A worker's stdout is its pipe to
 us, so it can never write into the Airbyte stream; when this process dies, its workers read EOF and exit.
 """
@@ -23,12 +23,12 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .frames import Frames
 from .records import Tally
 
 WORKERS_VARIABLE = "SOURCE_MIXPANEL_EXPORT_WORKERS"
@@ -59,8 +59,8 @@ def worker_count() -> int:
 @dataclass(eq=False)
 class _Worker:
     process: subprocess.Popen[bytes]
-    jobs: Connection
-    answers: Connection
+    jobs: Frames
+    answers: Frames
     waiting: collections.deque[tuple[cf.Future[Any], str]] = field(default_factory=collections.deque)
     in_flight: int = 0
     write_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,9 +96,9 @@ class EncoderPool:
         for pipe in (process.stdin, process.stdout):
             with contextlib.suppress(OSError, AttributeError):  # a bigger pipe is an optimisation only
                 fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        # The Connections own duplicates, so Popen's file objects can be closed with the process.
-        jobs = Connection(os.dup(process.stdin.fileno()), readable=False)
-        answers = Connection(os.dup(process.stdout.fileno()), writable=False)
+        # The Frames own duplicates, so Popen's file objects can be closed with the process.
+        jobs = Frames(os.dup(process.stdin.fileno()))
+        answers = Frames(os.dup(process.stdout.fileno()))
         process.stdin.close()
         process.stdout.close()
         return _Worker(process, jobs, answers)
