@@ -21,6 +21,7 @@ from .workers import Encoded, EncoderPool, WorkerFailed
 
 CHUNK_BYTES = 1 << 18
 BLOCK_BYTES = 1 << 18  # about 450 events: small enough to spread over workers and stay small in them
+MAX_UNSTORED_BLOCKS = 8  # blocks of a body sent to the workers but not yet in its spill file
 
 
 class RawBody:
@@ -108,6 +109,14 @@ class EncodedBody:
             self._stored.notify_all()
 
     def _submit(self, block: bytes) -> None:
+        # Backpressure: blocks that finish before an earlier one wait in memory, so only a few may be
+        # under way (an earlier one held up would otherwise let the later ones pile up without bound).
+        with self._stored:
+            self._stored.wait_for(
+                lambda: self._submitted - len(self._tallies) < MAX_UNSTORED_BLOCKS
+                or self._failure is not None
+                or self._closed
+            )
         index = self._submitted
         future = self._pool.submit(block, *self._options)
         self._submitted += 1

@@ -123,11 +123,8 @@ class EncoderPool:
                     raise WorkerFailed(self._failure)
                 if self._closed:
                     raise WorkerFailed("the encoding workers were stopped")
-                if pinned is None:
-                    worker = min(self._workers, key=lambda w: w.in_flight)
-                else:
-                    worker = self._workers[pinned]
-                if worker.in_flight < MAX_IN_FLIGHT:
+                worker = self._pick(pinned)
+                if worker is not None and worker.in_flight < MAX_IN_FLIGHT:
                     break
                 self._ready.wait()
             worker.in_flight += 1
@@ -142,6 +139,14 @@ class EncoderPool:
         finally:
             worker.write_lock.release()
         return future
+
+    def _pick(self, pinned: int | None) -> _Worker | None:
+        """The pinned worker, or for a block the least busy worker with no fetch in its queue: a block
+        behind a fetch would wait for a whole window, and the blocks after it for that block."""
+        if pinned is not None:
+            return self._workers[pinned]
+        free = [w for w in self._workers if not any(kind == "fetch" for _, kind in w.waiting)]
+        return min(free, key=lambda w: w.in_flight) if free else None
 
     def _read_answers(self, worker: _Worker) -> None:
         """Hand each answer to the oldest waiting future of its worker; on EOF, fail the pool."""

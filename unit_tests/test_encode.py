@@ -6,6 +6,7 @@ the pool must fail loudly, never hang, when a worker dies or is stopped.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import io
 import json
 import logging
@@ -261,3 +262,45 @@ def test_given_a_timezone_it_cannot_load_when_served_then_answers_an_error_and_g
         jobs_out.close()
     worker.join(timeout=5)
     assert not worker.is_alive()
+
+
+class _HeldPool:
+    """A stand-in pool whose blocks finish only when the test says: the body's backpressure is the subject."""
+
+    def __init__(self) -> None:
+        self.futures: list[cf.Future] = []
+
+    def submit(self, block: bytes, legacy_timezone: str | None, not_before: str | None) -> cf.Future:
+        future: cf.Future = cf.Future()
+        self.futures.append(future)
+        return future
+
+
+def test_given_an_early_block_held_up_when_more_arrive_then_no_more_than_the_bound_are_sent(monkeypatch):
+    """Blocks that finish before an earlier one wait in memory: the body stops sending at the bound."""
+    monkeypatch.setattr(bodies, "BLOCK_BYTES", 10)
+    monkeypatch.setattr(bodies, "MAX_UNSTORED_BLOCKS", 3)
+    pool = _HeldPool()
+    body = bodies.EncodedBody(pool, None, None, 1 << 16)  # type: ignore[arg-type]
+    writer = threading.Thread(target=body.write, args=(b"0123456789abc\n" * 10,), daemon=True)
+    writer.start()
+    writer.join(0.3)
+    assert writer.is_alive() and len(pool.futures) == 3  # the fourth block waits
+    for future in pool.futures[1:]:
+        future.set_result((b"x\n", Tally(1, lines=1)))
+    writer.join(0.3)
+    assert writer.is_alive() and len(pool.futures) == 3  # still: the first block is not stored yet
+    pool.futures[0].set_result((b"x\n", Tally(1, lines=1)))
+    deadline = time.monotonic() + 5
+    while writer.is_alive() and time.monotonic() < deadline:
+        for future in pool.futures:
+            if not future.done():
+                future.set_result((b"x\n", Tally(1, lines=1)))
+        writer.join(0.05)
+    assert not writer.is_alive()
+    body.finish()
+    for future in pool.futures:
+        if not future.done():
+            future.set_result((b"x\n", Tally(1, lines=1)))
+    assert body.wait().count == len(pool.futures) == 10
+    body.close()

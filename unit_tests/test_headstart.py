@@ -12,7 +12,7 @@ import pytest
 
 from fake_mixpanel import FakeMixpanel, Fault, generate_events
 from source_mixpanel_export.budget import RateBudget
-from source_mixpanel_export.client import ExportClient, first_attempt_of
+from source_mixpanel_export.client import ExportClient, first_attempt_of, remote_spec
 from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.headstart import HeadStart, HeadStartMissed, _plan
 from source_mixpanel_export.state import ExportState, parse_state, sync_windows
@@ -202,3 +202,20 @@ def test_given_a_failed_attempt_when_adopted_then_that_window_raises_missed_with
         adopted[windows[2]].result(timeout=30)
     assert first_attempt_of(parsed, skipped.value.result) is None
     assert len(fake.export_requests) == 2
+
+
+def test_given_a_worker_fetching_when_blocks_are_submitted_then_they_go_to_the_other_and_do_not_wait(
+    tmp_path, fake, pool
+):
+    """A block queued behind a whole window's fetch would hold up its body (and the blocks after it)."""
+    fake.inject_when(lambda r: True, Fault("slow", delay_s=1.5))
+    parsed, windows = reader_plan(fake)
+    lines = tmp_path / "lines"
+    lines.touch()
+    fetching = pool.fetch({**remote_spec(parsed, windows[0], str(lines)), "batch": 1}, 0)
+    started = time.monotonic()
+    blocks = [pool.submit(b'{"event": "E", "properties": {"time": 1}}\n', None, None) for _ in range(6)]
+    for block in blocks:
+        assert block.result(timeout=30)[1].count == 1
+    assert time.monotonic() - started < 1.0 and not fetching.done()
+    assert fetching.result(timeout=30)["ok"]
