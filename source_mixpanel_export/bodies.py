@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
-from .lines import whole_line_blocks
+from .lines import BlockCutter
 from .records import Tally
 from .workers import Encoded, EncoderPool, WorkerFailed
 
@@ -59,7 +59,7 @@ class EncodedBody:
     ) -> None:
         self._pool = pool
         self._options = (legacy_timezone, not_before)
-        self._rest = b""  # the start of a line not yet complete
+        self._cutter = BlockCutter(BLOCK_BYTES)
         self._submitted = 0
         self._arrived: dict[int, Encoded] = {}  # parts that finished before an earlier one
         self._tallies: list[Tally] = []  # of the parts in the spill file, in order
@@ -71,15 +71,13 @@ class EncodedBody:
 
     def write(self, data: bytes) -> None:
         """The next piece of the decompressed body: every full block of whole lines goes to a worker."""
-        blocks, self._rest = whole_line_blocks(self._rest + data if self._rest else data, BLOCK_BYTES)
-        for block in blocks:
+        for block in self._cutter.blocks(data):
             self._submit(block)
 
     def finish(self) -> None:
-        """The body is complete: the last block goes too (its last line may lack its newline)."""
-        if self._rest:
-            self._submit(self._rest)
-            self._rest = b""
+        """The body is complete: the last block goes too."""
+        for block in self._cutter.last():
+            self._submit(block)
 
     def wait(self) -> Tally:
         """The window's tally once every block is encoded and stored; a worker's failure is raised here."""
@@ -162,6 +160,9 @@ class EncodedFile:
     def close(self) -> None:
         """Free the file."""
         self._file.close()
+
+
+ENCODED = (EncodedBody, EncodedFile)  # a window's RECORD lines, ready to copy to stdout
 
 
 def _line_chunks(file: IO[bytes]) -> Iterator[bytes]:

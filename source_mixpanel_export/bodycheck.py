@@ -1,17 +1,51 @@
 """Is a body complete? Multi-member gzip decoding, and a check of lines and trailer as the body goes by.
 
-Used by the download threads (client.py) and by encoding workers fetching a head start (remote.py).
+`receive` does both for a body arriving in chunks, for the download threads (client.py) and for the
+encoding workers fetching a head start (remote.py); each hands the decoded body to a sink of its own.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
+from typing import Protocol
 
 from .lines import is_trailer
 
 TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
 _BLANK = frozenset(b" \t\r")
 _LINE_OK = frozenset(b"}\n")  # what may end a line (or precede a blank one)
+
+
+class Incomplete(Exception):
+    """The body ended before it was whole: its gzip stream stopped short, or Mixpanel's trailer came."""
+
+
+class Sink(Protocol):
+    """Where a decoded body goes: every piece in order, then finish() once it is known whole."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def receive(raw_chunks: Iterable[bytes], gzipped: bool, sink: Sink) -> BodyCheck:
+    """Decode a body into `sink`, checking it on the way; raise Incomplete unless it is whole.
+
+    Errors of the transport (a connection cut, broken gzip: zlib.error) pass through to the caller.
+    """
+    decoder = Gunzip() if gzipped else None
+    check = BodyCheck()
+    for raw in raw_chunks:
+        data = decoder.decompress(raw) if decoder else raw
+        check.take(data)
+        sink.write(data)
+    if decoder is not None and not decoder.complete():
+        raise Incomplete("the gzip stream ended early (response cut off)")
+    if check.finish().trailer is not None:
+        raise Incomplete(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
+    sink.finish()
+    return check
 
 
 class BodyCheck:

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -26,7 +26,7 @@ import requests
 import urllib3
 
 from .bodies import EncodedBody, EncodedFile, RawBody
-from .bodycheck import BodyCheck, Gunzip
+from .bodycheck import BodyCheck, Incomplete, receive
 from .budget import LONG_WAIT_SECONDS, RateBudget
 from .config import Config, ServiceAccount
 from .errors import config_error, system_error, transient_error
@@ -370,20 +370,11 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
 def _spill(response: requests.Response, body: Body, cancelled: threading.Event | None = None) -> BodyCheck:
     """Stream the body, decompressing, into `body`; raise Retriable (closing it) unless it is complete."""
     gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
-    decoder = Gunzip() if gzipped else None
-    check = BodyCheck()
     try:
-        for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
-            if cancelled is not None and cancelled.is_set():
-                raise Cancelled()
-            data = decoder.decompress(raw) if decoder else raw
-            check.take(data)
-            body.write(data)
-        if decoder is not None and not decoder.complete():
-            raise Retriable("the gzip stream ended early (response cut off)")
-        if check.finish().trailer is not None:
-            raise Retriable(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
-        body.finish()
+        return receive(_until(cancelled, response.raw.stream(CHUNK_BYTES, decode_content=False)), gzipped, body)
+    except Incomplete as exc:
+        body.close()
+        raise Retriable(str(exc)) from None
     except (urllib3.exceptions.HTTPError, requests.RequestException, http.client.HTTPException, OSError,
             zlib.error) as exc:
         body.close()
@@ -391,7 +382,14 @@ def _spill(response: requests.Response, body: Body, cancelled: threading.Event |
     except BaseException:
         body.close()
         raise
-    return check
+
+
+def _until(cancelled: threading.Event | None, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks, until the sync stops (then Cancelled)."""
+    for chunk in chunks:
+        if cancelled is not None and cancelled.is_set():
+            raise Cancelled()
+        yield chunk
 
 
 def server_time_ms(header: str | None, headers_seconds: float, fallback_ms: int) -> int:

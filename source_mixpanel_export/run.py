@@ -32,7 +32,7 @@ def read(
     """The `read` command, as AirbyteEntrypoint.run does it, with MessageWriter for the output."""
     from airbyte_cdk.entrypoint import AirbyteEntrypoint
 
-    from .bodies import EncodedBody, EncodedFile
+    from .bodies import ENCODED
     from .config import parse_config
     from .writer import MessageWriter
 
@@ -56,7 +56,7 @@ def read(
             for item in source.read_items(logger, config, catalog, state, encoder, head_start):
                 if type(item) is dict:
                     record(item)  # type: ignore[arg-type]
-                elif type(item) is EncodedBody or type(item) is EncodedFile:
+                elif isinstance(item, ENCODED):
                     writer.encoded(item)
                 else:
                     message(item)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from airbyte_cdk.models import (
 )
 from airbyte_cdk.sources.streams import Stream
 
-from .bodies import EncodedBody, EncodedFile
+from .bodies import ENCODED, EncodedBody, EncodedFile
 from .budget import RateBudget
 from .client import Cancelled, DateAfterToday, Download, ExportClient, TooLarge, first_attempt_of
 from .config import Config
@@ -98,7 +98,7 @@ class ExportReader:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
         first, windows = sync_windows(self._config, state, self._end)
         adopted = self._head_start.adopt(self._config, incremental, windows) if self._head_start else {}
-        head_start = {window: functools.partial(self._adopted, started) for window, started in adopted.items()}
+        fetch_for = {window: functools.partial(self._adopted, started) for window, started in adopted.items()}
         yield self._estimate()
         self._logger.info(
             f"Reading {len(windows)} windows ({first}..{self._end}, {self._config.request_timezone} days) "
@@ -109,7 +109,7 @@ class ExportReader:
         try:
             downloads = fetch_in_order(
                 windows, self._client.fetch, self._config.max_concurrent_requests,
-                self._replace, (TooLarge, DateAfterToday), head_start,
+                self._replace, (TooLarge, DateAfterToday), fetch_for,
             )
             for done, download in enumerate(downloads, start=1):
                 count = yield from self._records(download)
@@ -148,7 +148,7 @@ class ExportReader:
         window, body = download.window, download.body
         if download.malformed_lines and not self._config.skip_bad_lines:
             self._bad_lines(window, download.malformed_lines, download.first_malformed_line or 0)
-        if isinstance(body, EncodedBody | EncodedFile):
+        if isinstance(body, ENCODED):
             try:
                 tally = body.wait()
             except WorkerFailed as exc:

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from source_mixpanel_export.bodies import RawBody
-from source_mixpanel_export.client import BodyCheck, Gunzip, Retriable, _spill
+from source_mixpanel_export.bodycheck import BodyCheck, Gunzip
+from source_mixpanel_export.client import Retriable, _spill
 from source_mixpanel_export.lines import is_trailer, iter_line_batches, parse_line, split_lines
 
 
