@@ -1,7 +1,7 @@
 """Is a body complete? Multi-member gzip decoding, and a check of lines and trailer as the body goes by.
 
-`receive` does both for a body arriving in chunks, for the download threads (client.py) and for the
-encoding workers fetching a head start (remote.py); each hands the decoded body to a sink of its own.
+`receive` does both for a body arriving in chunks and hands the decoded body to a sink (the download
+threads' bodies: client.py); the encoding workers fetching a head start do the same inline (remote.py).
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from urllib.parse import urlencode
 import certifi
 import urllib3
 
-from .bodycheck import Incomplete, receive
+from .bodycheck import BodyCheck, Gunzip
 from .encode import encode_block
 from .lines import BlockCutter
-from .records import Build, Tally, make_builder
+from .records import Tally, make_builder
 
 CHUNK_BYTES = 1 << 16  # compressed bytes read at a time: small pieces keep the worker small
 BLOCK_BYTES = 1 << 18  # lines encoded at a time, as bodies.BLOCK_BYTES
@@ -58,20 +58,17 @@ def fetch_window(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         if response.status != 200:
             return _status(response)
-        gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
-        encoded = _EncodedInto(spec["out"], make_builder(spec["legacy_timezone"], spec["not_before"]))
         try:
-            check = receive(response.stream(CHUNK_BYTES, decode_content=False), gzipped, encoded)
-        except Incomplete as exc:
-            return _retriable(str(exc))
+            check, tally = _encode_body(response, spec)
+        except EOFError:
+            return _retriable("the gzip stream ended early (response cut off)")
         except Exception as exc:  # a cut-off body, broken gzip, a full disk...
             return _retriable(f"the response was cut off ({type(exc).__name__})")
-        finally:
-            encoded.close()
     finally:
         response.release_conn()
         http.clear()
-    tally = encoded.tally
+    if check.trailer is not None:
+        return _retriable(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
     if check.malformed:
         return {"ok": False, "kind": "malformed", "malformed": check.malformed, "first": check.first_malformed}
     return {
@@ -103,28 +100,31 @@ def _retriable(problem: str) -> dict[str, Any]:
     return {"ok": False, "kind": "retriable", "problem": problem}
 
 
-class _EncodedInto:
-    """A body sink (bodycheck.Sink) that encodes blocks of whole lines here and writes them to a file."""
+def _encode_body(response: urllib3.BaseHTTPResponse, spec: dict[str, Any]) -> tuple[BodyCheck, Tally]:
+    """The body decoded, checked and encoded into spec["out"]: bodycheck.receive's loop, written out here.
 
-    def __init__(self, path: str, build: Build) -> None:
-        self._out = open(path, "wb")  # closed by close(), whether the body came whole or not
-        self._build = build
-        self._cutter = BlockCutter(BLOCK_BYTES)
-        self.tally = Tally()
-
-    def write(self, data: bytes) -> None:
-        for block in self._cutter.blocks(data):
-            self._encode(block)
-
-    def finish(self) -> None:
-        """The body is whole: the last block too."""
-        for block in self._cutter.last():
-            self._encode(block)
-
-    def close(self) -> None:
-        self._out.close()
-
-    def _encode(self, block: bytes) -> None:
-        lines, part = encode_block(block, self._build)
-        self._out.write(lines)
-        self.tally = self.tally.then(part)
+    Routed through receive() and a sink object, this same work measured ~17% slower in the worker
+    (1.42 s against 1.70 s of CPU for 160,000 events, repeatedly, in separate processes), though the
+    two are equally fast outside fetch_window; the cause was not found, so the loop stays inline.
+    """
+    gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
+    decoder = Gunzip() if gzipped else None
+    check, tally = BodyCheck(), Tally()
+    build = make_builder(spec["legacy_timezone"], spec["not_before"])
+    cutter = BlockCutter(BLOCK_BYTES)
+    with open(spec["out"], "wb") as out:
+        for raw in response.stream(CHUNK_BYTES, decode_content=False):
+            data = decoder.decompress(raw) if decoder else raw
+            check.take(data)
+            for block in cutter.blocks(data):
+                lines, part = encode_block(block, build)
+                out.write(lines)
+                tally = tally.then(part)
+        if decoder is not None and not decoder.complete():
+            raise EOFError("the gzip stream ended early")
+        check.finish()
+        for block in cutter.last():
+            lines, part = encode_block(block, build)
+            out.write(lines)
+            tally = tally.then(part)
+    return check, tally
