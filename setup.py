@@ -14,14 +14,13 @@ setup(
         "requests>=2.31",
         "jsonschema>=4",
         "pendulum>=3",
-        "urllib3>=2",  # both come with requests; imported directly by the encoding workers (see README)
-        "certifi",
     ],
     extras_require={
         "tests": [
             "pytest>=8",
             "hypothesis>=6",
             "ruff>=0.6",
+            "mypy>=1.10",
             "airbyte-connector-models>=0.1.12,<0.2",  # validates metadata.yaml with Airbyte's own models
             "airbyte>=0.71.3,<1",  # PyAirbyte, for the notebook-style test; requires airbyte-cdk>=7.28.3,<8
         ],

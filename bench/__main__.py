@@ -1,8 +1,9 @@
 """`python -m bench`: records/s and peak memory of the connector's `read` next to the floor loop, same run.
 
 Starts the fake Mixpanel in its own process, warms it, then alternates timed child runs of the floor
-(bench/floor.py) and of the real console script (`read`, full refresh, stdout to /dev/null), and prints
-medians. Memory is the peak of the summed RSS (and PSS) of the connector and its encoding workers.
+(bench/floor.py) and of the real console script (`read`, full refresh, the connector's default settings
+unless --window/--concurrency say otherwise, stdout to /dev/null), and prints medians. Memory is the
+peak RSS (and PSS) of the connector's process; spill is the peak disk taken by its temporary files.
 `--memory` adds 1-day vs 30-day windows at 10k vs 160k events. No assertions: it prints figures and
 exits 0 unless a child fails or the connector emits the wrong number of records.
 
@@ -23,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from source_mixpanel_export.config import DEFAULTS
+
 from .children import PROJECT_ID, SECRET, USER, FakeServer, Timed, run_timed
 
 OFFICIAL_RECORDS_PER_SECOND = 325.0  # the official source-mixpanel export stream, as reported in issue 5
@@ -34,9 +37,9 @@ class Setup:
 
     events: int
     days: int
-    window: int
+    window: int | None  # None: the connector's default date_window_size
     repeat: int
-    concurrency: int
+    concurrency: int | None  # None: the connector's default max_concurrent_requests
     live_server: bool = False
 
 
@@ -46,7 +49,7 @@ def connector_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "source_mixpanel_export.run"]
 
 
-def write_inputs(folder: Path, server: FakeServer, window: int, concurrency: int) -> list[str]:
+def write_inputs(folder: Path, server: FakeServer, window: int | None, concurrency: int | None) -> list[str]:
     """Config and catalog files for a full-refresh read of the whole range; returns the read arguments."""
     config = {
         "credentials": {
@@ -55,11 +58,13 @@ def write_inputs(folder: Path, server: FakeServer, window: int, concurrency: int
         "api_base_url": server.url,
         "start_date": server.first_day.isoformat(),
         "end_date": server.last_day.isoformat(),
-        "date_window_size": window,
         "requests_per_second": 1000,
         "requests_per_hour": 100000,
-        "max_concurrent_requests": concurrency,
     }
+    if window is not None:
+        config["date_window_size"] = window
+    if concurrency is not None:
+        config["max_concurrent_requests"] = concurrency
     stream = {
         "name": "export",
         "json_schema": {},
@@ -112,12 +117,14 @@ def throughput(setup: Setup) -> None:
         with tempfile.TemporaryDirectory() as temp:
             folder = Path(temp)
             read_args = write_inputs(folder, server, setup.window, setup.concurrency)
-            windows = -(-setup.days // setup.window)
+            window = setup.window or DEFAULTS["date_window_size"]
+            concurrency = setup.concurrency or DEFAULTS["max_concurrent_requests"]
+            windows = -(-setup.days // window)
             server_mode = "renders and compresses every body" if setup.live_server else "sends bodies it made before"
             print(
                 f"{lines} events over {setup.days} days ({size / max(lines, 1):.0f} B/event, {size / 1e6:.0f} MB "
-                f"uncompressed, gzip on the wire); connector windows of {setup.window} days ({windows} requests, "
-                f"{setup.concurrency} concurrent); floor: one request; the fake {server_mode}; "
+                f"uncompressed, gzip on the wire); connector windows of up to {window} days (at least {windows} "
+                f"requests, {concurrency} concurrent); floor: one request; the fake {server_mode}; "
                 f"{setup.repeat} run(s) each, medians",
                 flush=True,
             )
@@ -147,21 +154,28 @@ def print_table(records: int, floor: list[Timed], read: list[Timed], floor_start
         cpu = statistics.median(t.cpu_seconds for t in runs)
         rss = statistics.median(t.peak_rss_mb for t in runs)
         pss = statistics.median(t.peak_pss_mb for t in runs)
-        rows.append((name, seconds, records / seconds, cpu, rss, pss))
+        spill = statistics.median(t.peak_spill_mb for t in runs)
+        rows.append((name, seconds, records / seconds, cpu, rss, pss, spill))
     floor_rate = rows[0][2]
-    header = f"{'':25}{'wall s':>7}{'records/s':>11}{'x floor':>8}{'CPU s':>7}{'peak RSS MB':>12}{'PSS MB':>8}"
+    header = (
+        f"{'':25}{'wall s':>7}{'records/s':>11}{'x floor':>8}{'CPU s':>7}{'peak RSS MB':>12}{'PSS MB':>8}"
+        f"{'spill MB':>9}"
+    )
     print()
     print(header)
     print("-" * len(header))
-    for name, seconds, rate, cpu, rss, pss in rows:
-        print(f"{name:25}{seconds:7.2f}{rate:11,.0f}{rate / floor_rate:8.2f}{cpu:7.2f}{rss:12.0f}{pss:8.0f}")
+    for name, seconds, rate, cpu, rss, pss, spill in rows:
+        print(
+            f"{name:25}{seconds:7.2f}{rate:11,.0f}{rate / floor_rate:8.2f}{cpu:7.2f}{rss:12.0f}{pss:8.0f}"
+            f"{spill:9.1f}"
+        )
     official = OFFICIAL_RECORDS_PER_SECOND
     print(f"{'official connector (ref)':25}{records / official:7.0f}{official:11,.0f}{official / floor_rate:8.3f}")
     print("-" * len(header))
     print(
         f"connector / official: {rows[1][2] / official:.0f}x. Start-up alone (`--help` / `spec` runs, imports): "
-        f"floor {floor_start:.2f} s, connector {read_start:.2f} s. CPU s counts the encoding workers; memory is "
-        "the peak of the sums over the connector and its workers (RSS counts pages they share once per process)."
+        f"floor {floor_start:.2f} s, connector {read_start:.2f} s. Spill: the peak disk of the connector's "
+        "temporary files (bodies as sent, gzip)."
     )
     print(f"all runs, wall s: floor {_runs(floor)}; connector {_runs(read)}")
 
@@ -170,12 +184,12 @@ def _runs(runs: list[Timed]) -> str:
     return " ".join(f"{t.seconds:.2f}" for t in runs)
 
 
-def memory(events_counts: Sequence[int], days: int, windows: Sequence[int], concurrency: int) -> None:
+def memory(events_counts: Sequence[int], days: int, windows: Sequence[int], concurrency: int | None) -> None:
     """Peak RSS of the connector's read per (events, window size): it should not grow with either."""
     print()
     print(
         f"{'events':>8}{'window days':>13}{'requests':>10}{'wall s':>8}{'records/s':>12}{'CPU s':>7}"
-        f"{'peak RSS MB':>13}{'PSS MB':>8}"
+        f"{'peak RSS MB':>13}{'PSS MB':>8}{'spill MB':>10}"
     )
     for events in events_counts:
         server = FakeServer(events, days)
@@ -188,7 +202,8 @@ def memory(events_counts: Sequence[int], days: int, windows: Sequence[int], conc
                     requests = -(-days // window)
                     print(
                         f"{lines:8}{window:13}{requests:10}{timed.seconds:8.2f}{lines / timed.seconds:12,.0f}"
-                        f"{timed.cpu_seconds:7.2f}{timed.peak_rss_mb:13.0f}{timed.peak_pss_mb:8.0f}",
+                        f"{timed.cpu_seconds:7.2f}{timed.peak_rss_mb:13.0f}{timed.peak_pss_mb:8.0f}"
+                        f"{timed.peak_spill_mb:10.1f}",
                         flush=True,
                     )
         finally:
@@ -200,8 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=160_000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--window", type=int, default=5, help="the connector's date_window_size (days)")
-    parser.add_argument("--concurrency", type=int, default=3, help="the connector's max_concurrent_requests")
+    parser.add_argument("--window", type=int, default=None, help="the connector's date_window_size (default: its own)")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="the connector's max_concurrent_requests (default: its own)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each; medians are printed")
     parser.add_argument(
         "--live-server", action="store_true", help="the fake renders and compresses every body anew, on this machine"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,25 +41,29 @@ class Timed:
     peak_pss_mb: float
     returncode: int
     stderr: str
+    peak_spill_mb: float = 0.0  # disk taken by the files the child holds open in its own temp directory
 
 
 class TreeMemory(threading.Thread):
     """Samples the summed RSS and PSS of a process and all its descendants until stopped."""
 
-    def __init__(self, pid: int, skip_root: bool = False, interval: float = 0.01) -> None:
-        """`skip_root`: leave out the process `pid` itself (GNU time, when it wraps the command)."""
+    def __init__(self, pid: int, skip_root: bool = False, interval: float = 0.01, temp_dir: str = "") -> None:
+        """`skip_root`: leave out the process `pid` itself (GNU time, when it wraps the command);
+        `temp_dir`: also sample the disk taken by files open under it (unlinked temporary files too)."""
         super().__init__(daemon=True)
-        self._pid, self._skip_root, self._interval = pid, skip_root, interval
+        self._pid, self._skip_root, self._interval, self._temp_dir = pid, skip_root, interval, temp_dir
         self._done = threading.Event()
-        self.peak_rss_kb = self.peak_pss_kb = 0
+        self.peak_rss_kb = self.peak_pss_kb = self.peak_spill_bytes = 0
 
     def run(self) -> None:
         while not self._done.is_set():
-            rss = pss = 0
+            rss = pss = spill = 0
             for pid in _tree(self._pid)[1 if self._skip_root else 0 :]:
                 process_rss, process_pss = _memory_kb(pid)
                 rss, pss = rss + process_rss, pss + process_pss
+                spill += _open_files_bytes(pid, self._temp_dir) if self._temp_dir else 0
             self.peak_rss_kb, self.peak_pss_kb = max(self.peak_rss_kb, rss), max(self.peak_pss_kb, pss)
+            self.peak_spill_bytes = max(self.peak_spill_bytes, spill)
             self._done.wait(self._interval)
 
     def stop(self) -> None:
@@ -81,6 +86,22 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
+def _open_files_bytes(pid: int, folder: str) -> int:
+    """Disk blocks of the files `pid` holds open under `folder` (its spill files, unlinked or not)."""
+    total = 0
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(folder):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
 def _memory_kb(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of one process in kB; zeros once it is gone."""
     rss = pss = 0
@@ -98,12 +119,13 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 def run_timed(args: list[str], stdout_path: str = os.devnull) -> Timed:
     """Run a child to completion with stdout to a file (default /dev/null), timing it and reading its peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    temp_dir = tempfile.mkdtemp(prefix="bench-spill-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": temp_dir}
     with open(stdout_path, "wb") as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as usage:
         command = [GNU_TIME, "-f", "%M %U %S", "-o", usage.name, *args] if GNU_TIME else args
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
-        memory = TreeMemory(process.pid, skip_root=GNU_TIME is not None)
+        memory = TreeMemory(process.pid, skip_root=GNU_TIME is not None, temp_dir=temp_dir)
         memory.start()
         _, status, rusage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
@@ -116,7 +138,11 @@ def run_timed(args: list[str], stdout_path: str = os.devnull) -> Timed:
         cpu = float(measured[-2]) + float(measured[-1])
     else:
         cpu = rusage.ru_utime + rusage.ru_stime
-    return Timed(seconds, cpu, memory.peak_rss_kb / 1024, memory.peak_pss_kb / 1024, process.returncode, text)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    return Timed(
+        seconds, cpu, memory.peak_rss_kb / 1024, memory.peak_pss_kb / 1024, process.returncode, text,
+        memory.peak_spill_bytes / 1e6,
+    )
 
 
 class FakeServer:

@@ -107,6 +107,7 @@ class RequestRecord:
     fault: str | None = None
     lines: int = 0
     finished_monotonic: float | None = None
+    sent_bytes: int = 0  # body bytes written, as sent (compressed when gzip was asked for)
 
 
 @dataclass
@@ -458,8 +459,10 @@ class FakeMixpanel:
         self._start_reply(handler, record, reply, len(body))
         if cut_fraction is None:
             handler.wfile.write(body)
+            record.sent_bytes += len(body)
             return
         sent = body[: int(len(body) * cut_fraction)]
+        record.sent_bytes += len(sent)
         record.lines = _complete_lines(sent, record.gzip)
         handler.wfile.write(sent)
         _hang_up(handler)
@@ -475,9 +478,11 @@ class FakeMixpanel:
                 data = compressor.compress(data)
             if data:
                 write(b"%X\r\n%b\r\n" % (len(data), data))
+                record.sent_bytes += len(data)
         tail = compressor.flush() if compressor is not None else b""
         if tail:
             write(b"%X\r\n%b\r\n" % (len(tail), tail))
+            record.sent_bytes += len(tail)
         write(b"0\r\n\r\n")
 
     def _send_cached(self, handler: _Handler, record: RequestRecord, reply: _Reply, items: list[int | bytes]) -> None:
@@ -497,6 +502,7 @@ class FakeMixpanel:
         write = handler.wfile.write
         for chunk in chunks:
             write(b"%X\r\n%b\r\n" % (len(chunk), chunk))
+            record.sent_bytes += len(chunk)
         write(b"0\r\n\r\n")
 
     def _render(self, items: list[int | bytes], time_in_ms: bool) -> list[bytes]:

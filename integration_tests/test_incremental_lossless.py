@@ -11,13 +11,10 @@ import collections
 import dataclasses
 import datetime as dt
 import functools
-import json
-import os
 import random
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +24,18 @@ from fake_mixpanel import FakeEvent, FakeMixpanel, Fault, generate_events
 from integration_tests.conftest import TODAY
 from integration_tests.harness import (
     INCREMENTAL,
-    ROOT,
     Run,
+    Stop,
     assert_no_secrets,
-    catalog,
-    command,
     config_for,
     event_key,
     make_fake,
+    nth_state,
+    read_and_kill,
     record_keys,
     run_cli,
     state_input,
     truth,
-    write_json,
 )
 
 DAY = dt.timedelta(days=1)
@@ -156,47 +152,6 @@ def assert_no_duplicates_within(run: Run) -> None:
 
 # -- kill -9 -----------------------------------------------------------------------------------------------------
 
-Stop = Callable[[list[dict[str, Any]]], bool]
-
-
-def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None, stop: Stop) -> Run:
-    """Run `read`, and SIGKILL it as soon as `stop(messages so far)` holds; return everything it printed.
-
-    stdout is read one line at a time and no further once `stop` holds, so a sync busy emitting records
-    blocks on the full pipe right there. A torn last line (the kill landed mid-write) is dropped, as a
-    platform would have to.
-    """
-    args = [*command(), "read", "--config", str(write_json(tmp_path / "kill_config.json", config))]
-    args += ["--catalog", str(write_json(tmp_path / "kill_catalog.json", catalog(INCREMENTAL)))]
-    if state is not None:
-        args += ["--state", str(write_json(tmp_path / "kill_state.json", state_input(state)))]
-    messages: list[dict[str, Any]] = []
-    out = bytearray()
-    with open(tmp_path / "kill_stderr.txt", "wb") as stderr:
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-        )
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                out += line
-                messages.append(json.loads(line))
-                if stop(messages):
-                    break
-            proc.send_signal(signal.SIGKILL)
-            rest = proc.stdout.read()
-        finally:
-            proc.kill()
-            proc.wait(timeout=60)
-    whole, _, _torn = rest.rpartition(b"\n")
-    for line in whole.split(b"\n") if whole else []:
-        out += line + b"\n"
-        messages.append(json.loads(line))
-    stderr_text = (tmp_path / "kill_stderr.txt").read_text(errors="replace")
-    assert_no_secrets(out.decode(errors="replace"), stderr_text)
-    return Run(proc.returncode, out.decode(errors="replace"), stderr_text, messages)
-
-
 def kinds(run: Run) -> list[str]:
     """The message types a run printed, RECORD runs collapsed, to say where a kill landed."""
     out: list[str] = []
@@ -205,11 +160,6 @@ def kinds(run: Run) -> list[str]:
         if kind == "STATE" or (kind == "RECORD" and out[-1:] != ["RECORD"]):
             out.append(kind)
     return out
-
-
-def nth_state(n: int) -> Stop:
-    """Stop once the n-th STATE is printed."""
-    return lambda messages: sum(m["type"] == "STATE" for m in messages) == n
 
 
 def first_record_after_states(n: int) -> Stop:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,9 +11,9 @@ import yaml
 from airbyte_cdk.models.connector_metadata import MetadataFile
 
 from integration_tests.test_packaging import instruction_values, setup_keyword
-from source_mixpanel_export.budget import RateBudget
-from source_mixpanel_export.client import backoff_seconds
+from source_mixpanel_export.budget import HOUR_SECONDS
 from source_mixpanel_export.config import REGION_HOSTS
+from source_mixpanel_export.retry import backoff_seconds
 from source_mixpanel_export.spec import connector_specification
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +76,6 @@ def test_metadata_documentation_url_is_the_specs_and_points_at_the_docs_page():
 
 def test_metadata_max_seconds_between_messages_outlasts_the_longest_silent_wait():
     """The platform must not kill a sync waiting out the hourly budget or an hour-long Retry-After."""
-    budget_window = inspect.signature(RateBudget).parameters["hour"].default.total_seconds()
-    longest_wait = max(budget_window, backoff_seconds(1, retry_after=10**9, base=1.0))
+    longest_wait = max(HOUR_SECONDS, backoff_seconds(1, retry_after=10**9, base=1.0))
     assert longest_wait == 3600
     assert metadata()["maxSecondsBetweenMessages"] >= 2 * longest_wait

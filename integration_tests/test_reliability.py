@@ -250,14 +250,14 @@ def test_given_failure_while_other_windows_wait_for_mixpanel_when_read_then_proc
     tmp_path, fake
 ):
     """A failed sync ends when its error is reported, not when downloads still under way finish."""
-    first = FIRST_DAY.isoformat()
-    fake.inject_when(lambda r: r.params["from_date"] == first, Fault("status", status=401, body='{"error": "nope"}'))
-    fake.inject_when(lambda r: r.params["from_date"] != first, Fault("slow", delay_s=90), times=10)
+    # The first window is read alone (its volume sizes the rest); then three at once: the 401 and two slow.
+    first, second = FIRST_DAY.isoformat(), (FIRST_DAY + dt.timedelta(days=1)).isoformat()
+    fake.inject_when(lambda r: r.params["from_date"] == second, Fault("status", status=401, body='{"error": "no"}'))
+    fake.inject_when(lambda r: r.params["from_date"] not in (first, second), Fault("slow", delay_s=90), times=10)
     run = run_cli(tmp_path, "read", daily(fake), timeout=45)  # TimeoutExpired if it waits for the slow ones
     assert run.returncode != 0 and run.errors[-1]["failure_type"] == "config_error"
-    # The 401 and at least one slow request; a third only if the reader started it before the 401 came back.
-    assert 2 <= len(fake.export_requests) <= 3
-    assert any(r.fault == "slow" for r in fake.export_requests)
+    faults = [r.fault for r in fake.export_requests]
+    assert faults[0] is None and sorted(faults[1:]) == ["slow", "slow", "status"]
 
 
 # -- retries exhausted: checkpoint, fail, resume -----------------------------------------------------------

@@ -1,8 +1,9 @@
 """Mixpanel's per-project query budget (60 an hour, 3 a second), enforced before a request is sent.
 
-Built on the CDK's call-rate policy; the wait itself happens here rather than inside the CDK's
-blocking `APIBudget.acquire_call`, so that a long wait can be announced with when the sync resumes,
-and so that a 429's Retry-After can hold back every worker at once.
+Not the CDK's `MovingWindowCallRatePolicy`: it keeps time with pyrate_limiter's own wall clock, which
+cannot be injected, so its waits could only be tested by waiting. The same moving windows are a few
+lines over an injected clock (clock.py). Waiting happens here so that a long wait is announced with
+when the sync resumes, and so that a 429's Retry-After holds back every download at once.
 """
 
 from __future__ import annotations
@@ -11,81 +12,68 @@ import collections
 import datetime as dt
 import logging
 import threading
-import time
-from collections.abc import Callable
+
+from .clock import Clock
 
 LONG_WAIT_SECONDS = 60.0
 # Mixpanel counts requests when they arrive, we when they leave: a request that is slow to connect
 # would otherwise land in the same second (or hour) as a later one. Each window is widened by this.
-ARRIVAL_MARGIN = dt.timedelta(milliseconds=250)
+ARRIVAL_MARGIN_SECONDS = 0.25
+HOUR_SECONDS = 3600.0
 
 
 class RateBudget:
-    """Blocks the calling thread until a request fits both the per-second and per-hour rates.
+    """Blocks the calling thread until a request fits both the per-second and per-hour rates."""
 
-    `sleep` may be an Event's wait(): when it returns True the sync is stopping and acquire() returns.
-    """
-
-    def __init__(
-        self,
-        per_second: int,
-        per_hour: int,
-        hour: dt.timedelta = dt.timedelta(hours=1),
-        logger: logging.Logger | None = None,
-        sleep: Callable[[float], object] = time.sleep,
-    ) -> None:
-        # Imported here, not at the top: the head start (headstart.py) uses this module's constants
-        # before the CDK is imported.
-        from airbyte_cdk.sources.streams.call_rate import CallRateLimitHit, MovingWindowCallRatePolicy, Rate
-
-        self._limit_hit = CallRateLimitHit
-        rates = [Rate(per_second, dt.timedelta(seconds=1) + ARRIVAL_MARGIN), Rate(per_hour, hour + ARRIVAL_MARGIN)]
-        if hour <= dt.timedelta(seconds=1):
-            rates = rates[1:]
-        self._policy = MovingWindowCallRatePolicy(rates=rates, matchers=[])
+    def __init__(self, per_second: int, per_hour: int, clock: Clock, logger: logging.Logger | None = None) -> None:
+        self._rates = [(per_second, 1.0 + ARRIVAL_MARGIN_SECONDS), (per_hour, HOUR_SECONDS + ARRIVAL_MARGIN_SECONDS)]
+        self._sent: collections.deque[float] = collections.deque()  # send times within the longest interval
         self._per_hour = per_hour
-        self._hour = hour.total_seconds()
-        self._sent: collections.deque[float] = collections.deque()
         self._held_until = 0.0  # monotonic time before which nothing is sent (a 429's Retry-After)
         self._lock = threading.Lock()
+        self._clock = clock
         self._logger = logger or logging.getLogger("airbyte")
-        self._sleep = sleep
 
-    def acquire(self) -> None:
-        """Wait for room in the budget, then count one request against it."""
+    def acquire(self) -> bool:
+        """Wait for room in the budget and count one request against it; False if the sync stopped meanwhile."""
         while True:
             with self._lock:
-                held = self._held_until - time.monotonic()
-            if held > 0:
-                if self._sleep(held):
-                    return
-                continue
-            try:
-                self._policy.try_acquire(None, weight=1)
-            except self._limit_hit as hit:
-                wait = max(hit.time_to_wait.total_seconds(), 0.01)
-                if wait >= LONG_WAIT_SECONDS:
-                    resume = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)
-                    self._logger.info(
-                        f"Mixpanel's export budget ({self._per_hour} queries per hour) is used up: "
-                        f"waiting {wait / 60:.0f} min, the sync continues at {resume:%H:%M:%S} UTC."
-                    )
-                if self._sleep(wait):  # woken early: the sync is stopping
-                    return
-                continue
-            with self._lock:
-                self._sent.append(time.monotonic())
-            return
+                now = self._clock.monotonic()
+                wait, held = self._wait(now)
+                if wait <= 0:
+                    self._sent.append(now)
+                    return True
+            if wait >= LONG_WAIT_SECONDS and not held:
+                resume = dt.datetime.fromtimestamp(self._clock.wall() + wait, dt.UTC)
+                self._logger.info(
+                    f"Mixpanel's export budget ({self._per_hour} queries per hour) is used up: "
+                    f"waiting {wait / 60:.0f} min, the sync continues at {resume:%H:%M:%S} UTC."
+                )
+            if self._clock.sleep(wait):
+                return False
+
+    def _wait(self, now: float) -> tuple[float, bool]:
+        """Seconds until a request may leave, and whether a hold (not a rate) is the reason."""
+        held = self._held_until - now
+        if held > 0:
+            return held, True
+        longest = max(interval for _, interval in self._rates)
+        while self._sent and self._sent[0] <= now - longest:
+            self._sent.popleft()
+        wait = 0.0
+        for limit, interval in self._rates:  # the limit-th latest request must have left the interval
+            if len(self._sent) >= limit:
+                wait = max(wait, self._sent[-limit] + interval - now)
+        return wait, False
 
     def hold(self, seconds: float) -> None:
         """Send nothing for `seconds` from now (Mixpanel answered 429): holds every caller of acquire()."""
         with self._lock:
-            self._held_until = max(self._held_until, time.monotonic() + seconds)
+            self._held_until = max(self._held_until, self._clock.monotonic() + seconds)
 
     def left_this_hour(self) -> int:
         """How many more requests the hourly budget allows right now (for progress logs)."""
         with self._lock:
-            horizon = time.monotonic() - self._hour
-            while self._sent and self._sent[0] <= horizon:
-                self._sent.popleft()
-            return max(self._per_hour - len(self._sent), 0)
+            now = self._clock.monotonic()
+            recent = sum(1 for sent in self._sent if sent > now - HOUR_SECONDS)
+            return max(self._per_hour - recent, 0)

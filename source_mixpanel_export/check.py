@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 import requests
 
-from .client import CONNECT_TIMEOUT_SECONDS, USER_AGENT, describe_rejection, error_message, export_params
+from .api import export_get, export_params, new_session
 from .config import Config
 from .records import LegacyClock
+from .retry import describe_rejection, error_message
 from .windows import ONE_DAY, Window
 
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
@@ -67,14 +68,8 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
 
 def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
     """One export request for up to SAMPLE_LIMIT of a day's events: status and (at most SAMPLE_MAX_BYTES of) body."""
-    with requests.get(
-        config.export_url,
-        params=export_params(config, Window(day, day), limit=SAMPLE_LIMIT),
-        auth=config.credentials.basic_auth(),
-        headers={"Accept-Encoding": "gzip", "User-Agent": USER_AGENT},
-        timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
-        stream=True,
-    ) as response:
+    params = export_params(config, Window(day, day), limit=SAMPLE_LIMIT)
+    with new_session() as session, export_get(session, config, params, READ_TIMEOUT_SECONDS) as response:
         body = bytearray()
         for chunk in response.iter_content(1 << 16):
             body += chunk
@@ -235,6 +230,8 @@ def _times(event: Any) -> tuple[int, int] | None:
     props = event.get("properties")
     if not isinstance(props, Mapping):
         return None
+    shown: Any
+    received: Any
     shown, received = props.get("time"), props.get("$mp_api_timestamp_ms", props.get("mp_processing_time_ms"))
     if not _is_number(shown) or not _is_number(received):
         return None

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "max_retry_seconds": 1800,
     "retry_initial_backoff_seconds": 2.0,
     "skip_bad_lines": False,
+    "window_target_events": 1_000_000,
     "default_start_days_ago": 365,
 }
 
@@ -101,6 +102,7 @@ class Config:
     max_retry_seconds: float = DEFAULTS["max_retry_seconds"]
     retry_initial_backoff_seconds: float = DEFAULTS["retry_initial_backoff_seconds"]
     skip_bad_lines: bool = DEFAULTS["skip_bad_lines"]
+    window_target_events: int = DEFAULTS["window_target_events"]
 
     @property
     def export_url(self) -> str:
@@ -180,6 +182,7 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
         max_retry_seconds=_number(raw, "max_retry_seconds", minimum=0),
         retry_initial_backoff_seconds=_number(raw, "retry_initial_backoff_seconds", minimum=0),
         skip_bad_lines=_boolean(raw, "skip_bad_lines"),
+        window_target_events=_integer(raw, "window_target_events", minimum=1, maximum=100_000_000),
     )
 
 

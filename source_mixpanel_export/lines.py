@@ -112,39 +112,6 @@ def _isolate_exact_lines(body: bytes, masked: bytes, hit: int) -> Iterator[Batch
     yield body[start:].split(b"\n"), False
 
 
-class BlockCutter:
-    """Cuts a body arriving in pieces of any size into blocks of whole lines of a little over `size`
-    bytes, so work can be handed on in even pieces."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._rest = b""  # the start of a line not yet complete, or less than a block
-
-    def blocks(self, data: bytes) -> list[bytes]:
-        """The blocks the body's next piece completes."""
-        blocks, self._rest = whole_line_blocks(self._rest + data if self._rest else data, self._size)
-        return blocks
-
-    def last(self) -> list[bytes]:
-        """At the body's end: what is left, as a block (its last line may lack its newline)."""
-        rest, self._rest = self._rest, b""
-        return [rest] if rest else []
-
-
-def whole_line_blocks(buffer: bytes, size: int) -> tuple[list[bytes], bytes]:
-    """`buffer` cut into blocks of whole lines of a little over `size` bytes each, and the rest after
-    them (less than `size` bytes, or a longer run without a newline)."""
-    blocks = []
-    start = 0
-    while len(buffer) - start > size:
-        end = buffer.find(b"\n", start + size - 1)
-        if end < 0:
-            break
-        blocks.append(buffer[start : end + 1])
-        start = end + 1
-    return blocks, buffer[start:] if start else buffer
-
-
 def parse_line(line: bytes, exact: bool = False) -> Any:
     """Parse one JSON line; `exact` (a line iter_line_batches flagged) uses the stdlib, which keeps
     integers beyond 64 bits, at about three times orjson's cost.

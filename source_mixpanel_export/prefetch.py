@@ -2,6 +2,8 @@
 
 Windows are handed on strictly in plan order, so a STATE emitted after a window always covers only
 windows already emitted. Network and decompression (which release the GIL) overlap with parsing.
+Each window is planned only when a download slot frees, after what the windows before it returned
+(windows.Planner), so the volume seen so far sizes it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import collections
 import concurrent.futures as cf
 import queue as queues
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from .client import Download
-from .windows import Window
+from .windows import Planner, Window
 
 # Called with a window whose fetch raised one of the `replaceable` errors: returns the windows to
 # fetch instead (possibly none), or raises to end the sync.
@@ -60,30 +62,26 @@ class DaemonPool:
 
 
 def fetch_in_order(
-    windows: Iterable[Window],
+    planner: Planner,
     fetch: Callable[[Window], Download],
     workers: int,
     replace: Replace,
     replaceable: tuple[type[Exception], ...],
-    fetch_for: Mapping[Window, Callable[[Window], Download]] | None = None,
 ) -> Iterator[Download]:
-    """Yield each window's download in order, keeping `workers` downloads under way (never more).
-
-    `fetch_for` gives some windows a fetch of their own (taking over the head start's downloads).
-    """
-    special = dict(fetch_for or {})
+    """Yield each planned window's download in order, keeping `workers` downloads under way (never more)."""
     pool = DaemonPool(workers, "mixpanel-export")
-    queue = collections.deque(windows)
     inflight: collections.deque[tuple[Window, cf.Future[Download]]] = collections.deque()
 
     def fill() -> None:
-        while queue and len(inflight) < workers:
-            window = queue.popleft()
-            inflight.append((window, pool.submit(special.pop(window, fetch), window)))
+        while len(inflight) < workers and (planner.ready() or not inflight):
+            window = planner.next()
+            if window is None:
+                return
+            inflight.append((window, pool.submit(fetch, window)))
 
     try:
-        while queue or inflight:
-            fill()
+        fill()
+        while inflight:
             window, future = inflight.popleft()
             try:
                 download = future.result()
@@ -91,8 +89,10 @@ def fetch_in_order(
                 # Submitted in order, so the first part (the one wanted next) starts first.
                 parts = [(part, pool.submit(fetch, part)) for part in replace(window, exc)]
                 inflight.extendleft(reversed(parts))
+                fill()
                 continue
-            fill()  # keep every worker busy while this window is emitted
+            planner.observe(window, download.lines, download.size)
+            fill()  # keep every slot busy while this window is emitted
             try:
                 yield download
             finally:

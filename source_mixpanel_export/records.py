@@ -1,4 +1,9 @@
-"""Record building: one exported event in, one typed, lossless Airbyte record out.
+"""Records: one exported event in, one typed, lossless Airbyte record out, and the RECORD bytes of it.
+
+This is the only place that builds a record and the only place of this connector that writes RECORD
+message bytes (`record_lines`, used by writer.py; a caller of `SourceMixpanelExport.read` gets
+AirbyteMessages, which the CDK serializes to the same JSON value). A record leaves out fields whose
+value is None, as the CDK's serializer does (serpyco-rs, omit_none), so both give the same records.
 
 This runs once per event, so it avoids per-record date parsing libraries: times are formatted from
 integer milliseconds with a per-day cache and lookup tables, and legacy offsets are cached per quarter hour.
@@ -9,15 +14,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time as _time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pendulum
 
 from .lines import iter_line_batches
 
 STREAM_NAME = "export"
+RECORD_PREFIX = b'{"type":"RECORD","record":{"stream":"' + STREAM_NAME.encode() + b'","data":'
+_INT64_MIN, _UINT64_END = -(2**63), 2**64  # the integers orjson writes
 PRIMARY_KEY = [["event_id"]]
 CURSOR_FIELD = ["time"]
 # Properties that identity merges rewrite: they must not feed the id of an event without $insert_id.
@@ -153,8 +162,6 @@ class LegacyClock:
     _BUCKET_MS = 15 * 60_000
 
     def __init__(self, timezone: str) -> None:
-        import pendulum  # here, not at the top: encoding workers start faster without it
-
         self._zone = pendulum.timezone(timezone)
         self._offsets: dict[int, int] = {}
 
@@ -191,8 +198,8 @@ def make_builder(legacy_timezone: str | None = None, not_before: str | None = No
 
     def build_after_start(event: Any) -> dict[str, Any] | None:
         record = build(event)
-        time_ = record["time"]
-        return record if time_ is None or time_ >= not_before else None  # type: ignore[operator]
+        time_ = record.get("time")  # type: ignore[union-attr]
+        return record if time_ is None or time_ >= not_before else None
 
     return build_after_start
 
@@ -212,7 +219,7 @@ def _builder(legacy_timezone: str | None) -> Build:
         if type(name) is not str or type(props) is not dict:
             raise BadEvent("an event lacks a string 'event' or an object 'properties'")
         get = props.get
-        raw_time = get("time")
+        raw_time: Any = get("time")
         kind = type(raw_time)
         if kind is int or kind is float:  # IsoTime.__call__, inlined: it runs for every record
             try:
@@ -242,15 +249,17 @@ def _builder(legacy_timezone: str | None) -> Build:
         processed = get("mp_processing_time_ms")
         if processed is not None and type(processed) is not int:
             processed = _as_int(processed)
-        return {
-            "event_id": eid,
-            "event": name,
-            "time": time,
-            "distinct_id": distinct_id,
-            "insert_id": insert_id,
-            "mp_processing_time_ms": processed,
-            "properties": props,
-        }
+        record: dict[str, Any] = {"event_id": eid, "event": name}
+        if time is not None:
+            record["time"] = time
+        if distinct_id is not None:
+            record["distinct_id"] = distinct_id
+        if insert_id is not None:
+            record["insert_id"] = insert_id
+        if processed is not None:
+            record["mp_processing_time_ms"] = processed
+        record["properties"] = props
+        return record
 
     return build
 
@@ -272,3 +281,58 @@ def dumps(value: Any, sort_keys: bool = False) -> bytes:
     except TypeError:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
         return text.encode()
+
+
+# -- RECORD bytes ------------------------------------------------------------------------------------
+
+
+def record_json(data: dict[str, Any]) -> bytes:
+    """A record's data as compact JSON; integers orjson refuses are written as their exact digits."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # integers beyond 64 bits (orjson refuses them): the same JSON value, other bytes
+        return lossless_json(data)
+
+
+def record_lines(bodies: list[bytes], emitted_at_ms: int) -> bytes:
+    """RECORD lines around record data already in JSON, all with the same `emitted_at`."""
+    end = b',"emitted_at":%d}}\n' % emitted_at_ms
+    return RECORD_PREFIX + (end + RECORD_PREFIX).join(bodies) + end if bodies else b""
+
+
+def now_ms() -> int:
+    """The time to write as a record's `emitted_at`."""
+    return _time.time_ns() // 1_000_000
+
+
+def lossless_json(data: Any) -> bytes:
+    """Compact JSON of a value holding integers orjson refuses: they are written as their exact digits."""
+    try:
+        return orjson.dumps(_exact_ints(data))
+    except TypeError:  # e.g. a lone surrogate in a string (only the stdlib parser lets one through)
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _exact_ints(value: Any) -> Any:
+    """`value` with every integer beyond 64 bits replaced by an orjson.Fragment of its digits.
+
+    Only the containers on the way to such an integer are copied; the input is left as it is.
+    """
+    changed: Any = None
+    items = value.items() if type(value) is dict else enumerate(value)
+    for key, item in items:
+        kind = type(item)
+        if kind is int:
+            if _INT64_MIN <= item < _UINT64_END:
+                continue
+            new = orjson.Fragment(b"%d" % item)
+        elif kind is dict or kind is list:
+            new = _exact_ints(item)
+            if new is item:
+                continue
+        else:
+            continue
+        if changed is None:
+            changed = dict(value) if type(value) is dict else list(value)
+        changed[key] = new
+    return value if changed is None else changed

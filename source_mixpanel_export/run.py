@@ -1,41 +1,30 @@
-"""Console entry point: the CDK's `launch` for spec/check/discover, a faster path for `read`.
+"""Console entry point: the CDK's `launch` for spec/check/discover; for `read`, the CDK's inputs and
+our writer for the output.
 
-`read` keeps every CDK step around the records (argument parsing, config and catalog reading, secret
-masking, config validation, the uncaught exception handler, STATE counts) but writes RECORD messages
-itself (writer.py), and has worker processes encode them (workers.py). The workers are started before
-the CDK is imported, so they start up on another core while this process imports it (~0.7 s).
+`read` takes every CDK step around the records (argument parsing, config, catalog and state reading,
+secret masking, the uncaught exception handler, STATE counts) and the same items as
+`SourceMixpanelExport.read`; only the RECORD messages are written by writer.py instead of one
+AirbyteMessage each (see writer.py for why).
 """
 
 from __future__ import annotations
 
-import gc
 import sys
 import tempfile
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, cast
 
-from .headstart import HeadStart
+from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from airbyte_cdk.logger import PRINT_BUFFER
+
+from .errors import config_error
 from .malloc import keep_heap_small
-from .workers import EncoderPool, worker_count
-
-if TYPE_CHECKING:
-    from .source import SourceMixpanelExport
+from .source import SourceMixpanelExport
+from .writer import MessageWriter
 
 
-def read(
-    source: SourceMixpanelExport,
-    args: list[str],
-    out: IO[bytes],
-    encoder: EncoderPool | None = None,
-    head_start: HeadStart | None = None,
-) -> None:
+def read(source: SourceMixpanelExport, args: list[str], out: IO[bytes]) -> None:
     """The `read` command, as AirbyteEntrypoint.run does it, with MessageWriter for the output."""
-    from airbyte_cdk.entrypoint import AirbyteEntrypoint
-
-    from .bodies import ENCODED
-    from .config import parse_config
-    from .writer import MessageWriter
-
     entrypoint = AirbyteEntrypoint(source)
     parsed = entrypoint.parse_args(args)
     logger = entrypoint.logger
@@ -44,30 +33,25 @@ def read(
     spec = source.spec(logger)
     writer = MessageWriter(out)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as temp_dir:
-        config = source.configure(_read_json(source.read_config, parsed.config, "config"), temp_dir)
-        entrypoint.set_up_secret_filter(config, spec.connectionSpecification)
-        parse_config(config)  # our own messages name the field; the CDK's schema check below does not
+        raw_config = source.configure(_read_json(source.read_config, parsed.config, "config"), temp_dir)
+        entrypoint.set_up_secret_filter(raw_config, spec.connectionSpecification)
+        config = source.parse(raw_config)  # our own messages name the field; the CDK's schema check does not
         if source.check_config_against_spec:
-            entrypoint.validate_connection(spec, config)
+            entrypoint.validate_connection(spec, raw_config)
         catalog = _read_json(source.read_catalog, parsed.catalog, "catalog")
         state = _read_json(source.read_state, parsed.state, "state") if parsed.state else []
-        record, message = writer.record, writer.message
         try:
-            for item in source.read_items(logger, config, catalog, state, encoder, head_start):
+            for item in source.read_items(logger, config, catalog, state):
                 if type(item) is dict:
-                    record(item)  # type: ignore[arg-type]
-                elif isinstance(item, ENCODED):
-                    writer.encoded(item)
+                    writer.record(item)
                 else:
-                    message(item)  # type: ignore[arg-type]
+                    writer.message(item)  # type: ignore[arg-type]
         finally:
             writer.flush()
 
 
 def _read_json(reader: Any, path: str, what: str) -> Any:
     """Read an input file with the CDK's reader; an unreadable or invalid file is a config error."""
-    from .errors import config_error
-
     try:
         return reader(path)
     except (OSError, ValueError, TypeError) as exc:
@@ -81,50 +65,16 @@ def _short(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def _start_encoder() -> EncoderPool | None:
-    """Encoding workers for `read`, or None (one core, or processes cannot be started): then the main
-    thread encodes, as it does for `read` called through the CDK."""
-    processes = worker_count()
-    if not processes:
-        return None
-    try:
-        return EncoderPool(processes)
-    except OSError as exc:
-        print(f"Encoding in this process: no worker processes ({exc}).", file=sys.stderr)
-        return None
-
-
 def run(argv: Iterable[str] | None = None) -> None:
     """`source-mixpanel-export <spec|check|discover|read> ...`"""
     args = list(sys.argv[1:] if argv is None else argv)
-    reading = args[:1] == ["read"]
-    if reading:
-        keep_heap_small()
-    encoder = _start_encoder() if reading else None
-    head_start = HeadStart.begin(args, encoder) if reading else None
-    try:
-        # Importing the CDK creates ~100k objects and no garbage: collecting meanwhile only costs time
-        # (~0.06 s). What it made lives until exit; frozen, out of the cyclic GC's reach, it costs
-        # nothing at interpreter shutdown either (measured 0.15-0.2 s otherwise).
-        gc.disable()
-        from airbyte_cdk.entrypoint import launch
-        from airbyte_cdk.logger import PRINT_BUFFER
-
-        from .source import SourceMixpanelExport
-
-        gc.enable()
-        gc.freeze()
-        source = SourceMixpanelExport()
-        if not reading:
-            launch(source, args)
-            return
-        with PRINT_BUFFER:
-            read(source, args, sys.__stdout__.buffer, encoder, head_start)  # type: ignore[union-attr]
-    finally:
-        if head_start is not None:
-            head_start.cancel()
-        if encoder is not None:
-            encoder.close()
+    source = SourceMixpanelExport()
+    if args[:1] != ["read"]:
+        launch(source, args)
+        return
+    keep_heap_small()
+    with PRINT_BUFFER:
+        read(source, args, cast(IO[bytes], sys.__stdout__.buffer))  # type: ignore[union-attr]  # PRINT_BUFFER is sys.stdout
 
 
 if __name__ == "__main__":

@@ -28,12 +28,10 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from .check import run_check
 from .config import Config, parse_config
-from .headstart import HeadStart
 from .records import STREAM_NAME
 from .spec import connector_specification
 from .state import parse_state
 from .stream import ExportReader, ExportStream, Item, unknown_stream
-from .workers import EncoderPool
 
 
 class SourceMixpanelExport(AbstractSource):
@@ -72,7 +70,7 @@ class SourceMixpanelExport(AbstractSource):
         state: list[AirbyteStateMessage] | None = None,
     ) -> Iterator[AirbyteMessage]:
         """The Airbyte read: every item of `read_items`, records wrapped as RECORD messages."""
-        for item in self.read_items(logger, config, catalog, state):
+        for item in self.read_items(logger, self._parse(config), catalog, state):
             if type(item) is dict:
                 yield record_message(item)
             else:
@@ -81,15 +79,12 @@ class SourceMixpanelExport(AbstractSource):
     def read_items(
         self,
         logger: logging.Logger,
-        config: Mapping[str, Any],
+        config: Config,
         catalog: ConfiguredAirbyteCatalog,
         state: list[AirbyteStateMessage] | None = None,
-        encoder: EncoderPool | None = None,
-        head_start: HeadStart | None = None,
     ) -> Iterator[Item]:
-        """The read as record dicts and messages, for run.py's fast writer and for `read` above;
-        with an `encoder`, as windows of RECORD lines instead of record dicts (run.py only)."""
-        parsed = self._parse(config)
+        """The read as record dicts and messages: `read` above wraps the records for the CDK, run.py
+        writes them itself (writer.py). Both take the same items, so both give the same records."""
         for configured in catalog.streams:
             if configured.stream.name != STREAM_NAME:
                 raise unknown_stream(configured.stream.name)
@@ -101,7 +96,7 @@ class SourceMixpanelExport(AbstractSource):
             export_state = parse_state(stream_state) if mode == SyncMode.incremental else parse_state(None)
             yield stream_status_message(configured.stream, AirbyteStreamStatus.STARTED)
             running = False
-            reader = ExportReader(parsed, logger, encoder=encoder, head_start=head_start)
+            reader = ExportReader(config, logger)
             try:
                 for item in reader.read(mode, export_state):
                     if not running and type(item) is not AirbyteMessage:
@@ -112,6 +107,10 @@ class SourceMixpanelExport(AbstractSource):
                 yield stream_status_message(configured.stream, AirbyteStreamStatus.INCOMPLETE)
                 raise
             yield stream_status_message(configured.stream, AirbyteStreamStatus.COMPLETE)
+
+    def parse(self, config: Mapping[str, Any]) -> Config:
+        """The config, checked once per command; every derived form of its secrets is masked from then on."""
+        return self._parse(config)
 
     @staticmethod
     def _parse(config: Mapping[str, Any]) -> Config:

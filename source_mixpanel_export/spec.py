@@ -206,6 +206,13 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "window) fails the sync. On: such lines are counted, logged and skipped.",
             "order": 18,
         },
+        "window_target_events": _int(
+            "Events per request (advanced)", "window_target_events", "About how many events one export "
+            "request should return. Days are grouped into requests, or one day is cut into pieces, by the "
+            "volume the requests so far returned, up to 'Days per request'. Lower it if windows take too "
+            "long or too much temporary disk (about a tenth of their JSON size each).", 19, minimum=1,
+            maximum=100_000_000,
+        ),
     },
 }
 

@@ -24,7 +24,7 @@ import pendulum
 
 from .config import Config
 from .errors import config_error
-from .windows import Window, plan_windows
+from .windows import Segment, plan_segments
 
 STATE_VERSION = 2
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
@@ -66,7 +66,7 @@ class ExportState:
         return max(days, default=None)
 
     def coverage(self) -> list[tuple[dt.date, int]]:
-        """Ascending (through_day, watermark_ms) pairs for `windows.plan_windows`."""
+        """Ascending (through_day, watermark_ms) pairs for `windows.plan_segments`."""
         pairs: list[tuple[dt.date, int]] = []
         if self.partial_through is not None and self.partial_watermark_ms is not None:
             pairs.append((self.partial_through, self.partial_watermark_ms))
@@ -118,12 +118,22 @@ class ExportState:
         return out
 
 
-def sync_windows(config: Config, state: ExportState, end: dt.date) -> tuple[dt.date, list[Window]]:
-    """The first day a sync reads (from the config's start or the state) and its windows up to `end`."""
+@dataclass(frozen=True)
+class SyncPlan:
+    """What one sync reads: event dates `first..end` (in the request timezone), as segments."""
+
+    first: dt.date
+    end: dt.date
+    segments: list[Segment]
+
+
+def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
+    """The days a sync reads: from the config's start or where the state says late events may still
+    arrive, up to end_date or Mixpanel's today, whichever comes first."""
+    end = min(config.end_day or today, today)
     first = state.first_day(config.start_day(), config.attribution_window, config.request_timezone)
-    if first > end:
-        return first, []
-    return first, plan_windows(first, end, config.date_window_size, state.coverage())
+    segments = plan_segments(first, end, state.coverage()) if first <= end else []
+    return SyncPlan(first, end, segments)
 
 
 def parse_state(raw: Any) -> ExportState:

@@ -6,14 +6,11 @@ records → state. Items it yields are record dicts (hot path) or ready AirbyteM
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 from airbyte_cdk.models import (
@@ -32,20 +29,18 @@ from airbyte_cdk.models import (
 )
 from airbyte_cdk.sources.streams import Stream
 
-from .bodies import ENCODED, EncodedBody, EncodedFile
 from .budget import RateBudget
-from .client import Cancelled, DateAfterToday, Download, ExportClient, TooLarge, first_attempt_of
+from .client import Download, ExportClient
+from .clock import Clock
 from .config import Config
-from .errors import config_error, system_error, transient_error
-from .headstart import HeadStart, HeadStartMissed
+from .errors import config_error, system_error
 from .prefetch import fetch_in_order
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Tally, make_builder, window_records
-from .state import NO_CURSOR_MARKER, ExportState, sync_windows
-from .windows import ONE_DAY, Window, split_window
-from .workers import EncoderPool, WorkerFailed
+from .retry import DateAfterToday, TooLarge
+from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, sync_plan
+from .windows import ONE_DAY, Planner, Segment, Window, split_window
 
-# A record dict, a window's RECORD lines made by the encoding workers (fast path only), or a message.
-Item = dict[str, Any] | EncodedBody | EncodedFile | AirbyteMessage
+Item = dict[str, Any] | AirbyteMessage  # a record's data, or a message ready to write
 
 
 def state_message(state: Mapping[str, Any]) -> AirbyteMessage:
@@ -69,25 +64,19 @@ class ExportReader:
         self,
         config: Config,
         logger: logging.Logger,
-        client: ExportClient | None = None,
         now: dt.datetime | None = None,
-        encoder: EncoderPool | None = None,
-        head_start: HeadStart | None = None,
+        clock: Clock | None = None,
+        client: ExportClient | None = None,
     ) -> None:
-        """With an `encoder`, windows come out as EncodedBody items rather than record dicts; a
-        `head_start`'s downloads are used if it planned the same first windows."""
+        """`clock` (default: the machine's, sleeping on the sync's stop event) times every wait."""
         self._config = config
         self._logger = logger
         self._stop = threading.Event()
-        self._budget = RateBudget(
-            config.requests_per_second, config.requests_per_hour, logger=logger, sleep=self._stop.wait
-        )
-        self._client = client or ExportClient(config, self._budget, logger, stop=self._stop, encoder=encoder)
+        self._clock = clock or Clock.real(self._stop)
+        self._budget = RateBudget(config.requests_per_second, config.requests_per_hour, self._clock, logger)
+        self._client = client or ExportClient(config, self._budget, self._clock, self._stop, logger)
         self._today = config.today(now)
-        self._end = min(config.end_day or self._today, self._today)
-        self._head_start = head_start
-        if head_start is not None:
-            head_start.connect(self._budget)
+        self._end = self._today
 
     def read(self, mode: SyncMode, state: ExportState) -> Iterator[Item]:
         """Records, then a STATE after every complete window (incremental) or every window (full refresh)."""
@@ -96,26 +85,34 @@ class ExportReader:
             state = ExportState()
         elif state.migrated_from:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
-        first, windows = sync_windows(self._config, state, self._end)
-        adopted = self._head_start.adopt(self._config, incremental, windows) if self._head_start else {}
-        fetch_for = {window: functools.partial(self._adopted, started) for window, started in adopted.items()}
+        plan = sync_plan(self._config, state, self._today)
+        self._end = plan.end
+        planner = Planner(
+            plan.segments, self._config.date_window_size, self._config.window_target_events,
+            self._config.request_timezone,
+        )
+        self._planner = planner
         yield self._estimate()
         self._logger.info(
-            f"Reading {len(windows)} windows ({first}..{self._end}, {self._config.request_timezone} days) "
-            f"in {mode.value} mode."
+            f"Reading {plan.first}..{plan.end} ({self._config.request_timezone} days) in {mode.value} mode, "
+            f"up to {self._config.date_window_size} days and about {self._config.window_target_events} "
+            "events per request."
         )
         watermark: int | None = None
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             downloads = fetch_in_order(
-                windows, self._client.fetch, self._config.max_concurrent_requests,
-                self._replace, (TooLarge, DateAfterToday), fetch_for,
+                planner, self._client.fetch, self._config.max_concurrent_requests,
+                self._replace, (TooLarge, DateAfterToday),
             )
             for done, download in enumerate(downloads, start=1):
                 count = yield from self._records(download)
                 window = download.window
                 if watermark is None or download.server_time_ms < watermark:
                     watermark = download.server_time_ms
+                self._log_progress(download, count, done, started)
+                if done == 1:
+                    yield self._estimate(plan, planner)
                 if window.time_to is not None:  # an inner piece of a split day: the day is not done
                     continue
                 if incremental:
@@ -123,58 +120,33 @@ class ExportReader:
                     yield state_message(state.to_dict())
                 else:
                     yield state_message({NO_CURSOR_MARKER: True})
-                self._log_progress(download, count, done, len(windows), started)
-                if done == 1 and len(windows) > 1:  # one window's size, times the windows planned
-                    yield self._estimate(count * len(windows), download.size * len(windows))
-        except WorkerFailed as exc:  # raised in a download thread, while handing a block to the workers
-            raise transient_error(f"Records could not be encoded: {exc}.") from None
         finally:
             self._stop.set()
-            if self._head_start is not None:
-                self._head_start.cancel()
+        peak = self._client.meter.peak
+        self._logger.info(f"Read {plan.first}..{self._end}; the spill files held at most {peak / 1e6:.1f} MB.")
         if incremental:
-            if watermark is not None and self._end >= first:
+            if watermark is not None and self._end >= plan.first:
                 state = state.completed(self._end, watermark)
             yield state_message(state.to_dict())
-        elif not windows:
+        elif watermark is None:
             yield state_message({NO_CURSOR_MARKER: True})
 
-    def _records(self, download: Download) -> Iterator[dict[str, Any] | EncodedBody | EncodedFile]:
+    def _records(self, download: Download) -> Generator[dict[str, Any], None, int]:
         """The window's records, in the order Mixpanel sent them; returns how many.
 
-        Bad lines the body check found fail the window before any of it is emitted (unless skipped);
-        so do those only parsing finds when the workers encoded the window, else they fail it after.
+        Lines the body check found not to be JSON objects fail the window before any of it is emitted
+        (unless skipped); JSON that is not an event is found while the window is emitted, and fails it
+        then: no STATE covers the window, so the next sync reads it again.
         """
-        window, body = download.window, download.body
+        window = download.window
         if download.malformed_lines and not self._config.skip_bad_lines:
             self._bad_lines(window, download.malformed_lines, download.first_malformed_line or 0)
-        if isinstance(body, ENCODED):
-            try:
-                tally = body.wait()
-            except WorkerFailed as exc:
-                raise transient_error(f"Window {window.label()} could not be encoded: {exc}.") from None
-            if tally.bad:
-                self._bad_lines(window, tally.bad, tally.first_bad or 0)
-            if tally.count:
-                yield body
-            return tally.count
         tally = Tally()
         build = make_builder(self._config.legacy_timezone, self._config.records_not_before(window.first_day))
-        yield from window_records(body.chunks(), build, tally)
+        yield from window_records(download.chunks(), build, tally)
         if tally.bad:
             self._bad_lines(window, tally.bad, tally.first_bad or 0)
         return tally.count
-
-    def _adopted(self, started: cf.Future[Download], window: Window) -> Download:
-        """The head start's download of `window`, run in a fetch slot like any fetch; if its attempt
-        failed, the client goes on from there (the failed attempt counts as attempt 1)."""
-        try:
-            return started.result()
-        except HeadStartMissed as missed:
-            if self._stop.is_set():  # the sync is over (the workers were stopped with it): say nothing more
-                raise Cancelled() from None
-            self._logger.info(f"Window {window.label()}: the head start's attempt failed ({missed}); taking over.")
-            return self._client.fetch(window, first_attempt_of(self._config, missed.result))
 
     def _bad_lines(self, window: Window, bad: int, first_bad: int) -> None:
         text = f"Window {window.label()}: {bad} lines are not JSON events (first at line {first_bad})"
@@ -196,7 +168,7 @@ class ExportReader:
                     "Narrow the export with events or where.",
                 )
             self._logger.info(
-                f"Mixpanel could not answer window {window.label()} in time; splitting it into "
+                f"Window {window.label()} is too large ({exc}); splitting it into "
                 + ", ".join(p.label() for p in parts) + "."
             )
             return parts
@@ -206,31 +178,35 @@ class ExportReader:
             f"project's timezone is behind ours. Reading up to {last} instead; check project_timezone."
         )
         self._end = min(self._end, last)
+        self._planner.stop_after(last)
         if last < window.first_day:
             return []
         return [dataclasses.replace(window, last_day=last)]
 
-    def _estimate(self, rows: int | None = None, size: int | None = None) -> AirbyteMessage:
-        """An ESTIMATE trace: first without figures, then extrapolated from the first window."""
+    def _estimate(self, plan: SyncPlan | None = None, planner: Planner | None = None) -> AirbyteMessage:
+        """An ESTIMATE trace: first without figures, then the first window's volume times the sync's days."""
+        rows = None
+        if plan is not None and planner is not None:
+            days = {late: sum(_days(s) for s in plan.segments if (s.processed_after_ms is not None) == late)
+                    for late in (False, True)}
+            rows = int(sum((planner.rate(late) or 0.0) * days[late] for late in days))
         return AirbyteMessage(
             type=Type.TRACE,
             trace=AirbyteTraceMessage(
                 type=TraceType.ESTIMATE,
-                emitted_at=time.time() * 1000,
-                estimate=AirbyteEstimateTraceMessage(
-                    name=STREAM_NAME, type=EstimateType.STREAM, row_estimate=rows, byte_estimate=size
-                ),
+                emitted_at=self._clock.wall() * 1000,
+                estimate=AirbyteEstimateTraceMessage(name=STREAM_NAME, type=EstimateType.STREAM, row_estimate=rows),
             ),
         )
 
-    def _log_progress(self, download: Download, count: int, done: int, total: int, started: float) -> None:
-        elapsed = time.monotonic() - started
-        remaining = max(total - done, 0)
-        eta = f", about {elapsed / done * remaining:.0f} s to go" if remaining and done else ""
+    def _log_progress(self, download: Download, count: int, done: int, started: float) -> None:
+        elapsed = self._clock.monotonic() - started
         self._logger.info(
-            f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB in "
-            f"{download.seconds:.1f} s ({download.attempts} attempt(s)); {done}/{total} windows done"
-            f"{eta}; {self._budget.left_this_hour()} export queries left in this sync's hourly budget."
+            f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB "
+            f"({download.spill.stored / 1e6:.1f} MB as sent) in {download.seconds:.1f} s "
+            f"({download.attempts} attempt(s)); {done} windows in {elapsed:.0f} s; "
+            f"{self._planner.days_left()} days left; "
+            f"{self._budget.left_this_hour()} export queries left in this sync's hourly budget."
         )
 
 
@@ -256,7 +232,7 @@ class ExportStream(Stream):
     def cursor_field(self) -> list[str]:
         return CURSOR_FIELD
 
-    def get_json_schema(self) -> Mapping[str, Any]:
+    def get_json_schema(self) -> Mapping[str, Any]:  # type: ignore[override]  # the CDK's is lru_cache-wrapped
         return SCHEMA
 
     def read_records(
@@ -271,6 +247,10 @@ class ExportStream(Stream):
         for item in reader.read(SyncMode.full_refresh, ExportState()):
             if isinstance(item, dict):
                 yield item
+
+
+def _days(segment: Segment) -> int:
+    return (segment.last_day - segment.first_day).days + 1
 
 
 def unknown_stream(name: str) -> Exception:

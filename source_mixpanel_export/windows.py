@@ -1,13 +1,15 @@
-"""Window planning: which date ranges to request, as pure functions that can be tested without HTTP.
+"""Window planning: which date ranges to request, as pure logic that can be tested without HTTP.
 
-The export API has no pagination, so a sync is a list of date windows; each window is one request
-and the unit of retry and of checkpointing.
+The export API has no pagination, so a sync is a sequence of date windows; each window is one request
+and the unit of retry and of checkpointing. Their size follows the project's volume (see Planner).
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import pendulum
@@ -15,6 +17,11 @@ import pendulum
 ONE_DAY = dt.timedelta(days=1)
 MIN_SPLIT_SECONDS = 3600  # windows are split down to one hour, no further
 FIRST_DAY_SPLIT = 4  # a whole day that is too large becomes four 6-hour pieces
+MAX_PIECES = 24  # the most pieces a day is planned in: one hour each
+# The window target in bytes of JSON, per event of the target: 1M events of the target are 512 MB,
+# so that a project of heavy events (up to 1 MB each) gets windows bounded in bytes as well.
+BYTES_PER_TARGET_EVENT = 512
+RATES_KEPT = 3  # the estimate of a day's volume is the largest of the last few windows' (volume grows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,40 +55,154 @@ class Window:
         return text
 
 
-def plan_windows(
-    first_day: dt.date,
-    last_day: dt.date,
-    size_days: int,
-    coverage: Sequence[tuple[dt.date, int]] = (),
-) -> list[Window]:
-    """Cut `[first_day, last_day]` into windows of at most `size_days` days.
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Consecutive days read the same way: whole (never read before), or only for events processed
+    after `processed_after_ms` (days an earlier sync delivered)."""
+
+    first_day: dt.date
+    last_day: dt.date
+    processed_after_ms: int | None = None
+
+
+def plan_segments(
+    first_day: dt.date, last_day: dt.date, coverage: Sequence[tuple[dt.date, int]] = ()
+) -> list[Segment]:
+    """Cut `[first_day, last_day]` into segments by what the state says of each day.
 
     `coverage` lists ascending `(through_day, watermark_ms)` pairs from the state: a day takes the
     watermark of the first pair that reaches it and is read for late arrivals only; days past
-    every pair have never been read and are read whole. Windows never mix the two.
-
-    >>> [w.label() for w in plan_windows(dt.date(2024, 1, 1), dt.date(2024, 1, 5), 2)]
-    ['2024-01-01..2024-01-02', '2024-01-03..2024-01-04', '2024-01-05']
+    every pair have never been read and are read whole.
     """
-    windows: list[Window] = []
+    segments: list[Segment] = []
     cursor = first_day
     for through, watermark in coverage:
         segment_end = min(through, last_day)
         if segment_end >= cursor:
-            windows.extend(_chunks(cursor, segment_end, size_days, watermark))
+            segments.append(Segment(cursor, segment_end, watermark))
             cursor = segment_end + ONE_DAY
     if cursor <= last_day:
-        windows.extend(_chunks(cursor, last_day, size_days, None))
-    return windows
+        segments.append(Segment(cursor, last_day, None))
+    return segments
 
 
-def _chunks(first: dt.date, last: dt.date, size: int, watermark: int | None) -> list[Window]:
-    out = []
-    while first <= last:
-        end = min(last, first + dt.timedelta(days=size - 1))
-        out.append(Window(first, end, watermark))
-        first = end + ONE_DAY
-    return out
+class Planner:
+    """Hands out a sync's windows one at a time, each sized by what the windows before it returned.
+
+    A window covers at most `max_days` days and, at the volume seen so far, about `target_events`
+    events: fewer days when days are heavy, and one day in sub-day pieces when a day alone is heavier
+    than the target. Windows of late arrivals return far less than whole days, so the two kinds are
+    estimated apart. Until a window of a kind has been read its volume is unknown: the first is
+    `max_days` long and goes alone (`ready` is False meanwhile), so that a heavy project is found out
+    by one request, not by several at once; one too large to hold is split (see client.Oversized).
+    """
+
+    def __init__(
+        self, segments: Iterable[Segment], max_days: int, target_events: int, timezone: str
+    ) -> None:
+        self._segments = collections.deque(segments)
+        self._cursor = self._segments[0].first_day if self._segments else None
+        self._pieces: collections.deque[Window] = collections.deque()
+        self._max_days = max_days
+        self._target = target_events
+        self._timezone = timezone
+        self._rates: dict[bool, collections.deque[float]] = {
+            False: collections.deque(maxlen=RATES_KEPT),
+            True: collections.deque(maxlen=RATES_KEPT),
+        }
+        self._probing: set[bool] = set()  # kinds whose first window is out and not yet read
+
+    def ready(self) -> bool:
+        """Whether the next window may be planned now: not while the first window of its kind is out."""
+        if self._pieces or not self._segments:
+            return True
+        return (self._segments[0].processed_after_ms is not None) not in self._probing
+
+    def next(self) -> Window | None:
+        """The next window in date order, or None when the sync has none left."""
+        if self._pieces:
+            return self._pieces.popleft()
+        if not self._segments or self._cursor is None:
+            return None
+        segment = self._segments[0]
+        late = segment.processed_after_ms is not None
+        rate = self.rate(late)
+        days, pieces = self._max_days, 1
+        if rate is None:
+            self._probing.add(late)
+        elif rate > self._target:
+            days, pieces = 1, min(math.ceil(rate / self._target), MAX_PIECES)
+        elif rate > 0:
+            days = max(1, min(self._max_days, int(self._target // rate)))
+        first = self._cursor
+        last = min(segment.last_day, first + dt.timedelta(days=days - 1))
+        self._advance(last)
+        window = Window(first, last, segment.processed_after_ms)
+        if pieces == 1:
+            return window
+        self._pieces.extend(day_pieces(window, pieces, self._timezone))
+        return self._pieces.popleft()
+
+    def observe(self, window: Window, events: int, size: int) -> None:
+        """A window was read: `events` lines, `size` bytes of JSON. Heavy events count by their bytes."""
+        late = window.processed_after_ms is not None
+        self._probing.discard(late)
+        weight = max(events, size / BYTES_PER_TARGET_EVENT)
+        self._rates[late].append(weight / span_days(window, self._timezone))
+
+    def rate(self, late: bool = False) -> float | None:
+        """Events per day as estimated so far, for whole days or for late arrivals; None before any."""
+        rates = self._rates[late]
+        return max(rates) if rates else None
+
+    def stop_after(self, day: dt.date) -> None:
+        """Plan nothing after `day` (Mixpanel's today turned out to be earlier than ours)."""
+        while self._segments and self._segments[-1].first_day > day:
+            self._segments.pop()
+        if self._segments and self._segments[-1].last_day > day:
+            self._segments[-1] = replace(self._segments[-1], last_day=day)
+        if self._cursor is not None and self._cursor > day:
+            self._segments.clear()
+        self._pieces = collections.deque(p for p in self._pieces if p.first_day <= day)
+
+    def days_left(self, late: bool | None = None) -> int:
+        """Days not yet planned: of whole days, of late arrivals, or (None) of both."""
+        total = 0
+        for index, segment in enumerate(self._segments):
+            if late is None or (segment.processed_after_ms is not None) == late:
+                first = self._cursor if index == 0 and self._cursor is not None else segment.first_day
+                total += (segment.last_day - first).days + 1
+        return total
+
+    def _advance(self, last: dt.date) -> None:
+        if last >= self._segments[0].last_day:
+            self._segments.popleft()
+            self._cursor = self._segments[0].first_day if self._segments else None
+        else:
+            self._cursor = last + ONE_DAY
+
+
+def day_pieces(window: Window, count: int, timezone: str) -> list[Window]:
+    """One day as `count` consecutive pieces by `$time`; the first and last are open so that no event
+    of the day can fall outside every piece (as with split_window)."""
+    day_start = _midnight(window.first_day, timezone)
+    day_end = _midnight(window.first_day + ONE_DAY, timezone)
+    step = max(MIN_SPLIT_SECONDS, (day_end - day_start) // count)
+    bounds: list[int | None] = [None]
+    bounds += [day_start + step * i for i in range(1, count) if day_start + step * i < day_end]
+    bounds.append(None)
+    return [replace(window, time_from=a, time_to=b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def span_days(window: Window, timezone: str) -> float:
+    """How many days' worth of events the window asks for (a piece of a day: its share of the day)."""
+    if window.time_from is None and window.time_to is None:
+        return float(window.days)
+    day_start = _midnight(window.first_day, timezone)
+    day_end = _midnight(window.first_day + ONE_DAY, timezone)
+    low = window.time_from if window.time_from is not None else day_start
+    high = window.time_to if window.time_to is not None else day_end
+    return max(high - low, 1) / (day_end - day_start)
 
 
 def split_window(window: Window, timezone: str) -> list[Window] | None:
@@ -105,10 +226,10 @@ def split_window(window: Window, timezone: str) -> list[Window] | None:
     high = window.time_to if window.time_to is not None else day_end
     if high - low <= MIN_SPLIT_SECONDS:
         return None
-    middle = low + max(MIN_SPLIT_SECONDS, (high - low) // 2 // MIN_SPLIT_SECONDS * MIN_SPLIT_SECONDS)
-    if middle >= high:
+    cut = low + max(MIN_SPLIT_SECONDS, (high - low) // 2 // MIN_SPLIT_SECONDS * MIN_SPLIT_SECONDS)
+    if cut >= high:
         return None
-    return [replace(window, time_to=middle), replace(window, time_from=middle)]
+    return [replace(window, time_to=cut), replace(window, time_from=cut)]
 
 
 def _midnight(day: dt.date, timezone: str) -> int:

@@ -1,31 +1,32 @@
-"""ExportClient against the fake Mixpanel in-process: what is retried, what fails at once, and how."""
+"""ExportClient against the fake Mixpanel in-process: what is retried, what fails at once, and how.
+
+Time is a FakeClock: backoffs and Retry-After waits are asserted exactly and take no time.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
 import logging
-import threading
-import time
 
 import pytest
-import requests
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from clocks import WALL_START, FakeClock
 
 from fake_mixpanel import FakeMixpanel, Fault, generate_events
 from source_mixpanel_export.budget import RateBudget
-from source_mixpanel_export.client import (
+from source_mixpanel_export.client import Cancelled, ExportClient
+from source_mixpanel_export.clock import Clock
+from source_mixpanel_export.config import parse_config
+from source_mixpanel_export.retry import (
     MAX_BACKOFF_SECONDS,
-    Cancelled,
     DateAfterToday,
-    ExportClient,
     TooLarge,
-    _retry_after,
     backoff_seconds,
     error_message,
+    retry_after_seconds,
 )
-from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.windows import Window
 
 DAY = dt.date(2024, 3, 1)
@@ -53,19 +54,14 @@ def test_given_no_retry_after_when_backoff_then_exponential_capped_with_jitter_o
     assert ceiling / 2 <= backoff_seconds(attempt, None, 2.0) <= ceiling
 
 
-def response_with(headers: dict[str, str]) -> requests.Response:
-    response = requests.Response()
-    response.headers.update(headers)
-    return response
-
-
 def test_retry_after_reads_seconds_and_http_dates():
-    """Both forms of Retry-After (RFC 9110) are understood; junk is ignored."""
-    assert _retry_after(response_with({"Retry-After": "12"})) == 12.0
-    later = email.utils.formatdate(time.time() + 120, usegmt=True)
-    assert 100 < _retry_after(response_with({"Retry-After": later})) <= 120
-    assert _retry_after(response_with({"Retry-After": "soon"})) is None
-    assert _retry_after(response_with({})) is None
+    """Both forms of Retry-After (RFC 9110) are understood, a date against the given now; junk is ignored."""
+    now = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+    assert retry_after_seconds("12", now) == 12.0
+    later = email.utils.format_datetime(now + dt.timedelta(seconds=120), usegmt=True)
+    assert retry_after_seconds(later, now) == 120.0
+    assert retry_after_seconds("soon", now) is None and retry_after_seconds("nan", now) is None
+    assert retry_after_seconds(None, now) is None
 
 
 def test_error_message_reads_json_and_plain_text_bodies():
@@ -91,8 +87,8 @@ def fake():
 class SpyBudget(RateBudget):
     """The real budget, remembering every hold asked of it."""
 
-    def __init__(self) -> None:
-        super().__init__(1000, 100000)
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(1000, 100000, clock)
         self.holds: list[float] = []
 
     def hold(self, seconds: float) -> None:
@@ -100,7 +96,9 @@ class SpyBudget(RateBudget):
         super().hold(seconds)
 
 
-def make_client(fake: FakeMixpanel, stop: threading.Event | None = None, **overrides) -> tuple[ExportClient, SpyBudget]:
+def make_client(
+    fake: FakeMixpanel, clock: FakeClock | None = None, **overrides
+) -> tuple[ExportClient, SpyBudget, FakeClock]:
     raw = {
         "credentials": {"username": "sa-user", "secret": SECRET, "project_id": 12345},
         "api_base_url": fake.base_url,
@@ -109,8 +107,10 @@ def make_client(fake: FakeMixpanel, stop: threading.Event | None = None, **overr
         "max_retry_seconds": 5,
         **overrides,
     }
-    budget = SpyBudget()
-    return ExportClient(parse_config(raw), budget, logging.getLogger("test"), stop=stop), budget
+    clock = clock or FakeClock()
+    budget = SpyBudget(clock.clock())
+    client = ExportClient(parse_config(raw), budget, clock.clock(), clock.stop, logging.getLogger("test"))
+    return client, budget, clock
 
 
 def body_lines(fake: FakeMixpanel, window: Window) -> int:
@@ -120,7 +120,7 @@ def body_lines(fake: FakeMixpanel, window: Window) -> int:
 
 
 def read_lines(download) -> list[bytes]:
-    return [line for line in b"".join(download.body.chunks()).split(b"\n") if line]
+    return [line for line in b"".join(download.chunks()).split(b"\n") if line]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def read_lines(download) -> list[bytes]:
 def test_given_one_failed_attempt_when_fetch_then_second_attempt_is_the_whole_body(fake, fault):
     """Each retriable failure costs one more request and nothing of the failed attempt survives."""
     fake.inject(1, fault)
-    client, _ = make_client(fake)
+    client, _, _ = make_client(fake)
     download = client.fetch(WINDOW)
     assert download.attempts == 2 and len(fake.export_requests) == 2
     assert len(read_lines(download)) == body_lines(fake, WINDOW) and download.malformed_lines == 0
@@ -146,32 +146,31 @@ def test_given_one_failed_attempt_when_fetch_then_second_attempt_is_the_whole_bo
 
 def test_given_429_with_retry_after_when_fetch_then_the_whole_budget_is_held_that_long(fake):
     """Retry-After from a 429 holds every worker's next request, not just this window's."""
-    fake.inject(1, Fault("status", status=429, headers={"Retry-After": "0.2"}))
-    client, budget = make_client(fake)
+    fake.inject(1, Fault("status", status=429, headers={"Retry-After": "20"}))
+    client, budget, clock = make_client(fake, max_retry_seconds=60)
     client.fetch(WINDOW)
-    first, second = fake.export_requests
-    assert budget.holds == [0.2]
-    assert second.arrived_monotonic - first.finished_monotonic >= 0.2
+    assert budget.holds == [20.0] and clock.slept == [20.0] and len(fake.export_requests) == 2
 
 
 def test_given_5xx_forever_when_fetch_then_transient_error_naming_window_and_setting(fake):
     """Past max_retry_seconds the window fails as a transient error that says what to do; no secret in it."""
     fake.inject_when(lambda r: True, Fault("status", status=502), times=1000)
-    client, budget = make_client(fake, max_retry_seconds=0.3)
+    client, budget, clock = make_client(fake, max_retry_seconds=0.3)
     with pytest.raises(AirbyteTracedException) as caught:
         client.fetch(WINDOW)
     error = caught.value
     assert error.failure_type == FailureType.transient_error
     assert WINDOW.label() in error.message and "502" in error.message and "max_retry_seconds" in error.message
     assert "next sync resumes" in error.message
-    assert len(fake.export_requests) >= 2 and budget.holds == []
+    assert len(fake.export_requests) == len(clock.slept) + 1 >= 2 and budget.holds == []
+    assert sum(clock.slept) <= 0.3
     assert SECRET not in error.message + str(error.internal_message)
 
 
 def test_given_retry_after_beyond_retry_budget_when_fetch_then_fails_at_once_saying_why(fake):
     """A Retry-After longer than max_retry_seconds is not slept through only to fail afterwards."""
     fake.inject(1, Fault("status", status=429, headers={"Retry-After": "600"}))
-    client, _ = make_client(fake, max_retry_seconds=5)
+    client, _, _ = make_client(fake, max_retry_seconds=5)
     with pytest.raises(AirbyteTracedException) as caught:
         client.fetch(WINDOW)
     assert caught.value.failure_type == FailureType.transient_error
@@ -190,7 +189,7 @@ def test_given_retry_after_beyond_retry_budget_when_fetch_then_fails_at_once_say
 def test_given_auth_or_plan_refusal_when_fetch_then_config_error_without_retry(fake, status, body, words):
     """401/403/402 are the user's to fix: one request, a config error quoting Mixpanel."""
     fake.inject(1, Fault("status", status=status, body=body))
-    client, _ = make_client(fake)
+    client, _, _ = make_client(fake)
     with pytest.raises(AirbyteTracedException) as caught:
         client.fetch(WINDOW)
     assert caught.value.failure_type == FailureType.config_error
@@ -201,7 +200,7 @@ def test_given_auth_or_plan_refusal_when_fetch_then_config_error_without_retry(f
 def test_given_timeout_error_and_date_after_today_when_fetch_then_raised_for_the_reader(fake):
     """400 `Timeout Error.` and a to_date past Mixpanel's today are handed up, not retried."""
     fake.inject(1, Fault("status", status=400))
-    client, _ = make_client(fake)
+    client, _, _ = make_client(fake)
     with pytest.raises(TooLarge):
         client.fetch(WINDOW)
     fake.now_ms = int(dt.datetime(2024, 3, 1, 12).timestamp() * 1000)
@@ -213,7 +212,7 @@ def test_given_timeout_error_and_date_after_today_when_fetch_then_raised_for_the
 def test_given_bad_line_once_when_fetch_then_asked_again_and_clean(fake):
     """One corrupt line: the window is asked for once more, and the clean answer is kept."""
     fake.inject(1, Fault("bad_json"))
-    client, _ = make_client(fake)
+    client, _, _ = make_client(fake)
     download = client.fetch(WINDOW)
     assert download.malformed_lines == 0 and download.attempts == 2
     assert len(read_lines(download)) == body_lines(fake, WINDOW)
@@ -222,27 +221,34 @@ def test_given_bad_line_once_when_fetch_then_asked_again_and_clean(fake):
 def test_given_bad_line_twice_when_fetch_then_download_reports_count_and_position(fake):
     """The same corruption again: the download says how many lines and where, for the reader to decide."""
     fake.inject_when(lambda r: True, Fault("bad_json"), times=2)
-    client, _ = make_client(fake)
+    client, _, _ = make_client(fake)
     download = client.fetch(WINDOW)
     lines = read_lines(download)
     assert download.malformed_lines == 1 and len(fake.export_requests) == 2
     assert lines[download.first_malformed_line - 1] == Fault("bad_json").corrupt_line
 
 
+class StoppingClock(FakeClock):
+    """A clock whose first sleep is interrupted: the sync stops while a download waits."""
+
+    def sleep(self, seconds: float) -> bool:
+        self.stop.set()
+        return super().sleep(seconds)
+
+
 def test_given_stop_when_fetch_waits_then_cancelled_quickly(fake):
-    """A stopping sync does not sit out a long backoff."""
+    """A stopping sync does not sit out a long backoff, nor retry after it."""
     fake.inject_when(lambda r: True, Fault("status", status=500), times=1000)
-    stop = threading.Event()
-    client, _ = make_client(fake, stop=stop, retry_initial_backoff_seconds=30, max_retry_seconds=600)
-    threading.Timer(0.3, stop.set).start()
+    clock = StoppingClock()
+    client, _, _ = make_client(fake, clock, retry_initial_backoff_seconds=30, max_retry_seconds=600)
     with pytest.raises(Cancelled):
         client.fetch(WINDOW)
-    assert len(fake.export_requests) == 1
+    assert len(fake.export_requests) == 1 and len(clock.slept) == 1
 
 
 def test_given_unreachable_host_when_fetch_then_transient_error_names_the_host_only(fake):
     """Connection errors are retried, then reported with the host; no URL query, no header, no secret."""
-    client, _ = make_client(fake, api_base_url="http://127.0.0.1:9", max_retry_seconds=0.2)
+    client, _, _ = make_client(fake, api_base_url="http://127.0.0.1:9", max_retry_seconds=0.2)
     with pytest.raises(AirbyteTracedException) as caught:
         client.fetch(WINDOW)
     message = caught.value.message
@@ -254,10 +260,9 @@ def test_given_unreachable_host_when_fetch_then_transient_error_names_the_host_o
 def test_given_retry_after_of_minutes_when_fetch_waits_then_log_says_when_the_sync_continues(fake, caplog):
     """A wait longer than a minute is announced with the time the sync goes on."""
     fake.inject(1, Fault("status", status=429, headers={"Retry-After": "120"}))
-    stop = threading.Event()
-    client, budget = make_client(fake, stop=stop, max_retry_seconds=600)
-    threading.Timer(0.3, stop.set).start()
+    client, budget, clock = make_client(fake, StoppingClock(), max_retry_seconds=600)
     with caplog.at_level(logging.WARNING, logger="test"), pytest.raises(Cancelled):
         client.fetch(WINDOW)
-    assert "retrying in 120.0 s; the sync continues at" in caplog.text and "UTC" in caplog.text
+    resume = dt.datetime.fromtimestamp(WALL_START + 120, dt.UTC)
+    assert f"retrying in 120.0 s; the sync continues at {resume:%H:%M:%S} UTC" in caplog.text
     assert budget.holds == [120.0]

@@ -17,10 +17,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from source_mixpanel_export.bodies import RawBody
-from source_mixpanel_export.bodycheck import BodyCheck, Gunzip
-from source_mixpanel_export.client import Retriable, _spill
+from source_mixpanel_export.body import BodyCheck, Gunzip, Spill, SpillMeter
+from source_mixpanel_export.client import spill_response
 from source_mixpanel_export.lines import is_trailer, iter_line_batches, parse_line, split_lines
+from source_mixpanel_export.retry import Retriable
 
 
 def cut(body: bytes, points: list[int]) -> list[bytes]:
@@ -214,6 +214,11 @@ def http_reply(body: bytes, framing: str, gzipped: bool, chunk_sizes: list[int])
     return head + b"Transfer-Encoding: chunked\r\n\r\n", framed + b"0\r\n\r\n"
 
 
+def new_spill(response: requests.Response) -> Spill:
+    """A spill for the response, compressed if it is, as the client makes one."""
+    return Spill("gzip" in response.headers.get("Content-Encoding", ""), 1 << 20, SpillMeter())
+
+
 REPLY = dict(
     events=st.lists(EVENT, min_size=1, max_size=30),
     framing=st.sampled_from(["length", "chunked"]),
@@ -229,9 +234,9 @@ def test_given_whole_response_when_spilled_then_body_is_exact(server, events, fr
     lines = b"".join(e + b"\n" for e in events)
     body = gzip.compress(lines, mtime=0) if gzipped else lines
     head, framed = http_reply(body, framing, gzipped, chunk_sizes)
-    spill = RawBody(1 << 20)
     with server.get(head + framed) as response:
-        check = _spill(response, spill)
+        spill = new_spill(response)
+        check = spill_response(response, spill)
     assert b"".join(spill.chunks()) == lines and check.malformed == 0 and check.size == len(lines)
 
 
@@ -246,10 +251,10 @@ def test_given_response_cut_anywhere_when_spilled_then_retriable(server, events,
     head, framed = http_reply(body, framing, gzipped, chunk_sizes)
     all_data = len(framed) - len(b"\r\n\r\n") if framing == "chunked" else len(framed)
     cut_at = int(len(framed) * keep)
-    spill = RawBody(1 << 20)
     with server.get(head + framed[:cut_at]) as response:
+        spill = new_spill(response)
         try:
-            _spill(response, spill)
+            spill_response(response, spill)
         except Retriable:
             return
     assert cut_at >= all_data and b"".join(spill.chunks()) == lines
@@ -268,4 +273,4 @@ def test_given_trailer_when_spilled_then_retriable(server, events, trailer, gzip
     head, framed = http_reply(body, "chunked", gzipped, [64])
     with server.get(head + framed) as response:
         with pytest.raises(Retriable, match="ended the export early"):
-            _spill(response, RawBody(1 << 20))
+            spill_response(response, new_spill(response))

@@ -10,9 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from source_mixpanel_export.state import ExportState, parse_state
-from source_mixpanel_export.windows import plan_windows
+from source_mixpanel_export.windows import Planner, plan_segments
 
 D = dt.date
+
+
+def plan_windows(first, last, size, coverage=()):
+    """The windows of a sync told nothing of the volume: `size` days each, segment by segment."""
+    planner = Planner(plan_segments(first, last, coverage), size, 10**9, "UTC")
+    return list(iter(planner.next, None))
 
 
 def test_given_no_state_when_parsed_then_empty_and_reads_from_start():

@@ -1,13 +1,27 @@
-"""Window planning and splitting, as pure functions."""
+"""Window planning (by days and by volume) and splitting, as pure logic."""
 
 import datetime as dt
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from source_mixpanel_export.windows import Window, plan_windows, split_window
+from source_mixpanel_export.windows import (
+    BYTES_PER_TARGET_EVENT,
+    Planner,
+    Segment,
+    Window,
+    plan_segments,
+    span_days,
+    split_window,
+)
 
 D = dt.date
+
+
+def plan_windows(first, last, size, coverage=()):
+    """Every window of a planner that is told nothing of the volume: windows of `size` days."""
+    planner = Planner(plan_segments(first, last, coverage), size, 10**9, "UTC")
+    return list(iter(planner.next, None))
 
 
 def test_given_range_when_planned_then_windows_are_contiguous_and_bounded():
@@ -99,3 +113,89 @@ def test_given_coverage_reaching_before_the_first_day_when_planned_then_it_is_sk
         (D(2024, 1, 5), D(2024, 1, 6), 500),
         (D(2024, 1, 7), D(2024, 1, 8), None),
     ]
+
+
+def test_given_light_days_when_planned_then_windows_grow_to_the_target_within_max_days():
+    """The first window has max_days; after it, as many days as the target holds at the volume seen."""
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 3, 31))], 30, 500, "UTC")
+    first = planner.next()
+    assert first == Window(D(2024, 1, 1), D(2024, 1, 30)) and not planner.ready()
+    planner.observe(first, events=3000, size=3000 * 100)  # 100 events a day
+    assert planner.ready()
+    assert [w.days for w in iter(planner.next, None)] == [5] * 12 + [1]
+
+
+def test_given_bytes_heavier_than_the_events_when_planned_then_bytes_size_the_windows():
+    """Events of 5 kB count ten times: a target of 500 events is 500 * 512 bytes."""
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 31))], 10, 500, "UTC")
+    first = planner.next()
+    planner.observe(first, events=100, size=100 * 10 * BYTES_PER_TARGET_EVENT)  # 10 a day, 10x heavy
+    assert planner.next().days == 5
+
+
+def test_given_a_day_heavier_than_the_target_when_planned_then_it_comes_in_pieces_that_partition_it():
+    """3,000 events a day, a target of 1,000: each day in three 8-hour pieces, the outer ones open."""
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 12))], 10, 1000, "UTC")
+    first = planner.next()
+    planner.observe(first, events=30_000, size=0)
+    pieces = list(iter(planner.next, None))
+    eight_hours = 8 * 3600
+    for day, three in ((D(2024, 1, 11), pieces[:3]), (D(2024, 1, 12), pieces[3:])):
+        midnight = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+        assert [(p.first_day, p.last_day, p.time_from, p.time_to) for p in three] == [
+            (day, day, None, midnight + eight_hours),
+            (day, day, midnight + eight_hours, midnight + 2 * eight_hours),
+            (day, day, midnight + 2 * eight_hours, None),
+        ]
+
+
+def test_given_late_arrival_days_when_planned_then_their_volume_is_estimated_apart():
+    """Re-read days return only late events: their windows are sized by what re-reads returned."""
+    segments = [Segment(D(2024, 1, 1), D(2024, 1, 20), 500), Segment(D(2024, 1, 21), D(2024, 2, 20))]
+    planner = Planner(segments, 10, 1000, "UTC")
+    late = planner.next()
+    assert late == Window(D(2024, 1, 1), D(2024, 1, 10), 500)
+    planner.observe(late, events=10, size=0)
+    assert planner.next() == Window(D(2024, 1, 11), D(2024, 1, 20), 500)
+    whole = planner.next()
+    assert whole == Window(D(2024, 1, 21), D(2024, 1, 30)) and planner.rate() is None and not planner.ready()
+
+
+def test_given_mixpanels_today_earlier_when_stopped_after_a_day_then_nothing_later_is_planned():
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 9))], 3, 10**9, "UTC")
+    assert planner.next() == Window(D(2024, 1, 1), D(2024, 1, 3))
+    planner.stop_after(D(2024, 1, 4))
+    assert list(iter(planner.next, None)) == [Window(D(2024, 1, 4), D(2024, 1, 4))]
+
+
+@given(
+    length=st.integers(0, 60),
+    size=st.integers(1, 10),
+    target=st.integers(1, 10_000),
+    rates=st.lists(st.integers(0, 100_000), min_size=1, max_size=30),
+    through=st.integers(-5, 60),
+)
+def test_whatever_the_volume_the_windows_partition_the_days_and_pieces_partition_a_day(
+    length, size, target, rates, through
+):
+    """Every day in exactly one whole-day window or in pieces that cover all of it, none over max_days."""
+    start = D(2024, 3, 1)
+    end = start + dt.timedelta(days=length)
+    planner = Planner(plan_segments(start, end, [(start + dt.timedelta(days=through), 1)]), size, target, "UTC")
+    days: list[D] = []
+    share: dict[D, float] = {}
+    for index in range(10_000):
+        window = planner.next()
+        if window is None:
+            break
+        assert window.days <= size
+        if window.time_from is None and window.time_to is None:
+            days.extend(window.first_day + dt.timedelta(days=i) for i in range(window.days))
+        else:
+            share[window.first_day] = share.get(window.first_day, 0) + span_days(window, "UTC")
+            if window.time_to is None:
+                days.append(window.first_day)
+        rate = rates[index % len(rates)]
+        planner.observe(window, events=int(rate * span_days(window, "UTC")), size=0)
+    assert days == [start + dt.timedelta(days=i) for i in range(length + 1)]
+    assert all(abs(total - 1) < 1e-9 for total in share.values())

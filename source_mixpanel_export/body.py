@@ -1,18 +1,23 @@
-"""Is a body complete? Multi-member gzip decoding, and a check of lines and trailer as the body goes by.
+"""A window's body while it downloads: kept as Mixpanel sent it, checked for completeness on the way.
 
-`receive` does both for a body arriving in chunks and hands the decoded body to a sink (the download
-threads' bodies: client.py); the encoding workers fetching a head start do the same inline (remote.py).
+The body is stored compressed (gzip, as Mixpanel sends it when asked) and decompressed once to check
+it as it arrives, once more when it is emitted: on disk a window costs its compressed size, about a
+tenth of its JSON. Nothing of a body is emitted before the whole of it has passed the check.
 """
 
 from __future__ import annotations
 
+import tempfile
+import threading
 import zlib
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO
 
 from .lines import is_trailer
 
 TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
+READ_BYTES = 1 << 16  # compressed bytes read back at a time when emitting: ~0.5-1 MB of JSON
 _BLANK = frozenset(b" \t\r")
 _LINE_OK = frozenset(b"}\n")  # what may end a line (or precede a blank one)
 
@@ -21,30 +26,81 @@ class Incomplete(Exception):
     """The body ended before it was whole: its gzip stream stopped short, or Mixpanel's trailer came."""
 
 
-class Sink(Protocol):
-    """Where a decoded body goes: every piece in order, then finish() once it is known whole."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def finish(self) -> None: ...
+class Oversized(Exception):
+    """The body grew past what one window may hold (see `Limit`): the window is to be split."""
 
 
-def receive(raw_chunks: Iterable[bytes], gzipped: bool, sink: Sink) -> BodyCheck:
-    """Decode a body into `sink`, checking it on the way; raise Incomplete unless it is whole.
+@dataclass(frozen=True)
+class Limit:
+    """Past this many lines or decompressed bytes a body is abandoned and its window split, so that one
+    window never holds more than a bounded share of the disk; None for a window that cannot be split."""
 
-    Errors of the transport (a connection cut, broken gzip: zlib.error) pass through to the caller.
-    """
-    decoder = Gunzip() if gzipped else None
+    lines: int
+    size: int
+
+
+class SpillMeter:
+    """The bytes every body of the sync holds in its spill file right now, and the most they ever held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_use = 0
+        self.peak = 0
+
+    def add(self, size: int) -> None:
+        """Count `size` more (negative: freed) bytes."""
+        with self._lock:
+            self.in_use += size
+            self.peak = max(self.peak, self.in_use)
+
+
+class Spill:
+    """A body's bytes as they came over the wire, in memory up to a bound and in a temporary file past it."""
+
+    def __init__(self, gzipped: bool, in_memory: int, meter: SpillMeter) -> None:
+        self.gzipped = gzipped
+        self.stored = 0
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=in_memory)
+        self._meter = meter
+
+    def write(self, raw: bytes) -> None:
+        """The next bytes from the wire."""
+        self._file.write(raw)
+        self.stored += len(raw)
+        self._meter.add(len(raw))
+
+    def chunks(self) -> Iterator[bytes]:
+        """The decompressed body, from the start, in chunks of any size."""
+        self._file.seek(0)
+        decoder = Gunzip() if self.gzipped else None
+        while raw := self._file.read(READ_BYTES):
+            data = decoder.decompress(raw) if decoder else raw
+            if data:
+                yield data
+
+    def close(self) -> None:
+        """Free the spill file."""
+        if not self._file.closed:
+            self._file.close()
+            self._meter.add(-self.stored)
+
+
+def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None) -> BodyCheck:
+    """Store a body in `spill`, checking it on the way; raise Incomplete unless it is whole, Oversized
+    once it is larger than `limit`. Errors of the transport (a connection cut, broken gzip:
+    zlib.error) pass through to the caller."""
+    decoder = Gunzip() if spill.gzipped else None
     check = BodyCheck()
     for raw in raw_chunks:
-        data = decoder.decompress(raw) if decoder else raw
-        check.take(data)
-        sink.write(data)
+        spill.write(raw)
+        check.take(decoder.decompress(raw) if decoder else raw)
+        if limit is not None and (check.lines > limit.lines or check.size > limit.size):
+            raise Oversized(f"more than {limit.lines} events or {limit.size >> 20} MB")
     if decoder is not None and not decoder.complete():
         raise Incomplete("the gzip stream ended early (response cut off)")
-    if check.finish().trailer is not None:
-        raise Incomplete(f"Mixpanel ended the export early ({check.trailer.decode(errors='replace')!r})")
-    sink.finish()
+    trailer = check.finish().trailer
+    if trailer is not None:
+        raise Incomplete(f"Mixpanel ended the export early ({trailer.decode(errors='replace')!r})")
     return check
 
 

@@ -1,0 +1,24 @@
+"""Time as a sync sees it, injected: the read, the budget and the retries never call the clock directly,
+so tests can run an hour of rate limits and backoff in no time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Clock:
+    """`monotonic` for intervals, `wall` for epoch seconds, `sleep` returning True when woken because
+    the sync is stopping (a threading.Event's wait), so a long wait never outlives the sync."""
+
+    monotonic: Callable[[], float]
+    wall: Callable[[], float]
+    sleep: Callable[[float], bool]
+
+    @classmethod
+    def real(cls, stop: threading.Event) -> Clock:
+        """The machine's clocks; sleeping is waiting on `stop`."""
+        return cls(time.monotonic, time.time, stop.wait)

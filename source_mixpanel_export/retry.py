@@ -1,0 +1,127 @@
+"""What a failed export attempt means, and how long to wait before the next: pure functions, no HTTP.
+
+Every answer other than a complete 200 body is classified here, once: retry it (429, 408, 5xx, a
+cut-off body), ask for less (400 `Timeout Error.`), ask for an earlier day (400 `to_date cannot be
+later than today`), or stop with an error a person can act on. The client and `check` both use it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import random
+from collections.abc import Callable
+
+import orjson
+
+from .config import Config, ServiceAccount
+from .errors import config_error, system_error
+
+MAX_BACKOFF_SECONDS = 300.0
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+class Retriable(Exception):
+    """An attempt failed in a way the next attempt may not: rate limit, outage, cut-off body."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class TooLarge(Exception):
+    """The window is too big to read whole: Mixpanel timed out (400 `Timeout Error.`), or the body
+    grew past what one window may hold on disk. Either way the window is split and asked again."""
+
+
+class DateAfterToday(Exception):
+    """Mixpanel's today is earlier than ours (400 `to_date cannot be later than today`)."""
+
+
+def backoff_seconds(
+    attempt: int, retry_after: float | None, base: float, rand: Callable[[], float] = random.random
+) -> float:
+    """How long to wait before attempt `attempt + 1`: Retry-After when given, else capped exponential
+    backoff with full jitter on its upper half (so parallel downloads do not retry in step)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
+    ceiling = min(base * (2 ** (attempt - 1)), MAX_BACKOFF_SECONDS)
+    return ceiling / 2 + ceiling / 2 * rand()
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """A Retry-After header's wait in seconds (a number or an HTTP date, read against `now`), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return max((moment - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
+    return seconds if seconds == seconds else None  # NaN: as if absent
+
+
+def status_failure(config: Config, status: int, message: str, retry_after: float | None) -> Exception:
+    """What an answer other than 200 means for the window: retry, split, shorten, or stop."""
+    if status == 429:
+        return Retriable(f"429 rate limited: {message}", retry_after, rate_limited=True)
+    if status >= 500 or status == 408:
+        return Retriable(f"{status} from Mixpanel: {message}", retry_after)
+    lowered = message.lower()
+    if status == 400 and "timeout error" in lowered:
+        return TooLarge(message)
+    if status == 400 and "cannot be later than today" in lowered:
+        return DateAfterToday(message)
+    return describe_rejection(config, status, message)
+
+
+def describe_rejection(config: Config, status: int, message: str) -> Exception:
+    """A config error a person can act on, for a request Mixpanel refused outright."""
+    lowered = message.lower()
+    account = isinstance(config.credentials, ServiceAccount)
+    if 300 <= status < 400:
+        return config_error(
+            f"{config.export_url} answered {status} ({message}), a redirect, which the connector does not "
+            "follow (it would send the credentials elsewhere). Check region and api_base_url."
+        )
+    if status == 401 or (status == 400 and "authenticate" in lowered):
+        fields = "credentials.username / credentials.secret" if account else "credentials.api_secret"
+        hint = f"Mixpanel rejected the credentials ({status}: {message}). Check {fields}"
+        if config.region == "US" and config.base_url.endswith("data.mixpanel.com"):
+            hint += "; if the project's data lives in the EU or India, set region to EU or IN"
+        return config_error(hint + ".")
+    if status == 403:
+        return config_error(
+            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
+            "credentials.project_id and that the service account is a member of that project "
+            "(with access to classified data if the project has any).",
+        )
+    if status == 402:
+        return config_error(f"Mixpanel's plan for this project does not allow raw export (402: {message}).")
+    if status == 404:
+        return config_error(f"No export API at {config.export_url} (404). Check region and api_base_url.")
+    if status == 400 and "project" in lowered:
+        return config_error(f"Mixpanel rejected the project id (400: {message}). Check credentials.project_id.")
+    if status == 400 and ("where" in lowered or "event" in lowered or "segmentation" in lowered):
+        return config_error(f"Mixpanel rejected the request (400: {message}). Check the where and events settings.")
+    if 400 <= status < 500:
+        return config_error(f"Mixpanel rejected the request ({status}: {message}).")
+    return system_error(f"Unexpected answer from Mixpanel ({status}: {message}).")
+
+
+def error_message(body: bytes) -> str:
+    """Mixpanel's error message from a JSON `{"error": ...}` or plain-text body, kept short."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = orjson.loads(body)
+        if isinstance(parsed, dict) and parsed.get("error"):
+            text = str(parsed["error"])
+    except orjson.JSONDecodeError:
+        pass
+    return (text or "no message")[:500]
