@@ -226,6 +226,7 @@ class FakeMixpanel:
         self._host = host
         self._port = port
         self._lock = threading.RLock()
+        self._released = threading.Event()  # ends every `slow` fault's wait (release_slow, stop)
         self._events: list[FakeEvent] = []
         self._shown_ms: list[int] = []
         self._by_day: dict[int, list[int]] = {}
@@ -254,8 +255,13 @@ class FakeMixpanel:
                 self._thread.start()
             return self.base_url
 
+    def release_slow(self) -> None:
+        """End the wait of every `slow` fault now and from now on, so a test need not sit it out."""
+        self._released.set()
+
     def stop(self) -> None:
         """Stop listening; safe to call twice."""
+        self._released.set()
         with self._lock:
             httpd, thread = self._httpd, self._thread
             self._httpd, self._thread = None, None
@@ -395,7 +401,7 @@ class FakeMixpanel:
         if fault is not None:
             record.fault = fault.kind
             if fault.kind == "slow":
-                time.sleep(fault.delay_s)
+                self._released.wait(fault.delay_s)
             elif fault.kind == "drop":
                 record.finished_monotonic = time.monotonic()
                 _hang_up(handler)

@@ -83,7 +83,8 @@ def small_fake():
 
 
 def test_given_an_hourly_budget_when_windows_fetched_in_parallel_then_no_more_than_it_leave_per_hour(small_fake):
-    """Three downloads at once, three queries an hour: seven windows leave in three hours' batches."""
+    """Three downloads at once, three queries a second and an hour: seven windows leave in three hours'
+    batches, never four within a second (or an hour) by the clock the budget keeps."""
     config = parse_config({
         "credentials": {"username": "sa-user", "secret": "sa-secret", "project_id": 12345},
         "api_base_url": small_fake.base_url, "start_date": DAY.isoformat(), "max_concurrent_requests": 3,
@@ -92,7 +93,7 @@ def test_given_an_hourly_budget_when_windows_fetched_in_parallel_then_no_more_th
     stop = threading.Event()
     clock = FakeClock(stop)
     sent: list[float] = []
-    budget = RateBudget(100, 3, clock.clock())
+    budget = RateBudget(3, 3, clock.clock())
     original = budget.acquire
 
     def acquire() -> bool:

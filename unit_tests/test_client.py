@@ -266,3 +266,21 @@ def test_given_retry_after_of_minutes_when_fetch_waits_then_log_says_when_the_sy
     resume = dt.datetime.fromtimestamp(WALL_START + 120, dt.UTC)
     assert f"retrying in 120.0 s; the sync continues at {resume:%H:%M:%S} UTC" in caplog.text
     assert budget.holds == [120.0]
+
+
+class TickingClock(FakeClock):
+    """Every reading of the monotonic clock is a minute later: a download that takes hours."""
+
+    def monotonic(self) -> float:
+        self.now += 60.0
+        return super().monotonic()
+
+
+def test_given_a_long_download_when_fetched_then_progress_is_logged_every_two_minutes(fake, caplog):
+    """The platform never sees a silent connector while a window downloads for hours."""
+    client, _, clock = make_client(fake, TickingClock(), max_retry_seconds=10**6)
+    with caplog.at_level(logging.INFO, logger="test"):
+        download = client.fetch(WINDOW)
+    progress = [r.message for r in caplog.records if "received so far" in r.message]
+    chunks = -(-download.spill.stored // (1 << 16))  # 64 kB reads, each a minute on this clock
+    assert len(progress) >= chunks // 2 - 1 and progress[0].startswith(f"Window {WINDOW.label()}: ")
