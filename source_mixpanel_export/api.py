@@ -1,36 +1,136 @@
-"""The export API's requests: the query of a window, the one HTTP session, the one GET.
+"""The export API's requests: the query of a window, the one HTTP session, the one GET, its deadline.
 
 `check` and the read send their requests through `export_get`, so both honour proxies
 (HTTP(S)_PROXY, NO_PROXY) and REQUESTS_CA_BUNDLE as requests does, and both refuse redirects: a
 redirect from the export host is never Mixpanel's answer (a captive portal, a misconfigured proxy),
 and following it would carry the query, or with some clients the credentials, to another host.
+
+A read timeout only bounds the silence between two bytes, so a server that trickles a byte a second
+would hold an attempt forever. Every attempt therefore also has a `Deadline` that grows with what
+it received; past it, the attempt's socket is shut down from a watching thread, which ends a read
+blocked in it (headers or body) at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 import orjson
 import requests
+from requests.adapters import HTTPAdapter
 
 from .config import Config
 from .windows import Window
 
 CONNECT_TIMEOUT_SECONDS = 30
 USER_AGENT = "source-mixpanel-export (Airbyte connector)"
+# After request_timeout_seconds, an attempt must have averaged this much on the wire (gzip): Mixpanel
+# sends megabytes a second, so only a stalled or hostile server is this slow.
+MIN_BYTES_PER_SECOND = 16 * 1024
+WATCH_SECONDS = 0.5  # how often a deadline is looked at
+_attempt = threading.local()  # the Deadline of the attempt this thread is making
+
+
+class Deadline:
+    """An attempt may take `grace` seconds plus one second per MIN_BYTES_PER_SECOND it received.
+
+    Kept with the machine's monotonic clock, not the sync's injected one: it bounds real socket I/O.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.received = 0
+        self.expired = False
+        self.connection: Any = None  # the urllib3 connection of the attempt, once it has one
+        self._started = time.monotonic()
+        self._done = threading.Event()
+
+    def elapsed(self) -> float:
+        """Seconds since the attempt began."""
+        return time.monotonic() - self._started
+
+    def problem(self) -> str:
+        """What went wrong, for the retry's log line and the final error."""
+        return (
+            f"the answer came too slowly ({self.received / 1e3:.0f} kB in {self.elapsed():.0f} s; after "
+            f"request_timeout_seconds ({self.grace:.0f} s) at least {MIN_BYTES_PER_SECOND // 1024} kB/s is expected)"
+        )
+
+    def watch(self) -> None:
+        """Until the attempt ends: shut its socket down once it is past its deadline."""
+        while not self._done.wait(WATCH_SECONDS):
+            if self.elapsed() > self.grace + self.received / MIN_BYTES_PER_SECOND:
+                self.expired = True
+                sock = getattr(self.connection, "sock", None)
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+
+    def end(self) -> None:
+        self._done.set()
+
+
+@contextmanager
+def deadline(grace: float) -> Iterator[Deadline]:
+    """A Deadline for the requests this thread makes inside the block (see `_WatchedAdapter`)."""
+    watched = Deadline(grace)
+    _attempt.deadline = watched
+    watcher = threading.Thread(target=watched.watch, name="mixpanel-export-deadline", daemon=True)
+    watcher.start()
+    try:
+        yield watched
+    finally:
+        watched.end()
+        _attempt.deadline = None
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """Hands each connection a request is about to use to the Deadline of the thread's attempt.
+
+    requests has no hook between taking a connection from its pool and sending on it, so the pool's
+    `_get_conn` (urllib3 2) is wrapped, once per pool.
+    """
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        pool = super().get_connection_with_tls_context(*args, **kwargs)
+        if not getattr(pool, "_deadline_aware", False):
+            take = pool._get_conn
+
+            def get_conn(timeout: float | None = None) -> Any:
+                connection = take(timeout=timeout)
+                watched = getattr(_attempt, "deadline", None)
+                if watched is not None:
+                    watched.connection = connection
+                return connection
+
+            pool._get_conn = get_conn  # type: ignore[method-assign]
+            pool._deadline_aware = True  # type: ignore[attr-defined]
+        return pool
 
 
 def new_session() -> requests.Session:
     """A session for one command: gzip bodies, our User-Agent, proxies and CA bundle from the environment."""
     session = requests.Session()
     session.headers.update({"Accept-Encoding": "gzip", "User-Agent": USER_AGENT})
+    adapter = _WatchedAdapter()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session
 
 
 def export_get(
     session: requests.Session, config: Config, params: Mapping[str, str], read_timeout: float
 ) -> requests.Response:
-    """One export request, streamed; a 3xx comes back as the response (see the module docstring)."""
+    """One export request, streamed; a 3xx comes back as the response (see the module docstring).
+    Make it inside `with deadline(...)` so that it cannot be held forever."""
     return session.get(
         config.export_url,
         params=dict(params),

@@ -14,10 +14,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from .lines import is_trailer
+from .lines import MAX_LINE_BYTES, is_trailer
 
 TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
 READ_BYTES = 1 << 16  # compressed bytes read back at a time when emitting: ~0.5-1 MB of JSON
+PIECE_BYTES = 1 << 20  # the most JSON one piece of compressed body decompresses to (a gzip bomb stays small)
 _BLANK = frozenset(b" \t\r")
 _LINE_OK = frozenset(b"}\n")  # what may end a line (or precede a blank one)
 
@@ -74,9 +75,10 @@ class Spill:
         self._file.seek(0)
         decoder = Gunzip() if self.gzipped else None
         while raw := self._file.read(READ_BYTES):
-            data = decoder.decompress(raw) if decoder else raw
-            if data:
-                yield data
+            if decoder is None:
+                yield raw
+            else:
+                yield from decoder.pieces(raw)
 
     def close(self) -> None:
         """Free the spill file."""
@@ -93,8 +95,9 @@ def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None) -> B
     check = BodyCheck()
     for raw in raw_chunks:
         spill.write(raw)
-        check.take(decoder.decompress(raw) if decoder else raw)
-        if limit is not None and (check.lines > limit.lines or check.size > limit.size):
+        for data in decoder.pieces(raw) if decoder else (raw,):
+            check.take(data)
+        if limit is not None and (check.events > limit.lines or check.size > limit.size):
             raise Oversized(f"more than {limit.lines} events or {limit.size >> 20} MB")
     if decoder is not None and not decoder.complete():
         raise Incomplete("the gzip stream ended early (response cut off)")
@@ -108,27 +111,33 @@ class BodyCheck:
     """Watches a decompressed body go by, so it can be judged complete without a second pass.
 
     Counts lines that cannot be one JSON object (a non-blank line whose last non-blank byte is not
-    `}`) and keeps the end of the body, where a `terminated early` trailer or a half line shows. The
-    common case costs two `bytes.count` calls per chunk; only a chunk with a suspicious line end is
-    looked at line by line.
+    `}`, or a line longer than MAX_LINE_BYTES) and keeps the end of the body, where a `terminated
+    early` trailer or a half line shows. The common case costs two `bytes.count` calls per piece;
+    blank lines cost a few more passes in C (`_blank_lines_only`); only a piece with a line that is
+    really suspicious is looked at line by line.
     """
 
     def __init__(self) -> None:
         self.size = 0
         self.lines = 0  # lines ended by b"\n" so far
+        self.events = 0  # of them, lines that end in `}`: what the window's size is judged by
         self.malformed = 0
         self.first_malformed: int | None = None  # 1-based line number
         self.trailer: bytes | None = None
         self._tail = b""  # the last TAIL_BYTES bytes seen
+        self._line_bytes = 0  # of the line not yet ended
+        self._long = False  # the line not yet ended is already counted as too long
 
     def take(self, data: bytes) -> None:
         """Account for the next piece of the body."""
         if not data:
             return
         newlines = data.count(b"\n")
+        self._measure(data, newlines)
         if newlines:
             closed = data.count(b"}\n") + (data[:1] == b"\n" and self._tail[-1:] == b"}")
-            if closed != newlines:
+            self.events += closed
+            if closed != newlines and not self._blank_lines_only(data):
                 self._scan(data)
         self.lines += newlines
         self.size += len(data)
@@ -144,6 +153,29 @@ class BodyCheck:
         elif unterminated and not unterminated.endswith(b"}"):
             self._bad(self.lines + 1)
         return self
+
+    def _measure(self, data: bytes, newlines: int) -> None:
+        """Count a line longer than MAX_LINE_BYTES as malformed, once, as soon as it is that long."""
+        if not newlines:
+            self._line_bytes += len(data)
+        else:
+            if self._line_bytes + data.find(b"\n") > MAX_LINE_BYTES and not self._long:
+                self._bad(self.lines + 1)
+            self._line_bytes, self._long = len(data) - data.rfind(b"\n") - 1, False
+        if self._line_bytes > MAX_LINE_BYTES and not self._long:
+            self._long = True
+            self._bad(self.lines + newlines + 1)
+
+    def _blank_lines_only(self, data: bytes) -> bool:
+        """Whether every line the piece ends that does not end in `}` is blank: the piece without its
+        blanks, runs of newlines made one, has a `}` before every newline (but a first one that ends a
+        line the last piece left good or blank)."""
+        compact = data.translate(None, b" \t\r")
+        while b"\n\n" in compact:
+            compact = compact.replace(b"\n\n", b"\n")
+        before = self._tail.rstrip(b" \t\r")[-1:]
+        leading = compact[:1] == b"\n" and before in (b"", b"}", b"\n")
+        return compact.count(b"\n") == compact.count(b"}\n") + leading
 
     def _scan(self, data: bytes) -> None:
         context = self._tail + data
@@ -165,24 +197,25 @@ class BodyCheck:
 
 
 class Gunzip:
-    """Decompresses a gzip body of one or more members (RFC 1952 allows several; zlib stops after one)."""
+    """Decompresses a gzip body of one or more members (RFC 1952 allows several; zlib stops after one),
+    in pieces of at most PIECE_BYTES, however well the input compresses."""
 
     def __init__(self) -> None:
         self._decoder = zlib.decompressobj(wbits=31)
         self._seen = 0
 
-    def decompress(self, data: bytes) -> bytes:
+    def pieces(self, data: bytes) -> Iterator[bytes]:
         """The bytes decoded from the next piece of the compressed body."""
         self._seen += len(data)
-        out = []
         while data:
             if self._decoder.eof:
                 if not data.strip(b"\0"):  # zero padding after the last member
-                    break
+                    return
                 self._decoder = zlib.decompressobj(wbits=31)
-            out.append(self._decoder.decompress(data))
-            data = self._decoder.unused_data if self._decoder.eof else b""
-        return b"".join(out)
+            out = self._decoder.decompress(data, PIECE_BYTES)
+            if out:
+                yield out
+            data = self._decoder.unused_data if self._decoder.eof else self._decoder.unconsumed_tail
 
     def complete(self) -> bool:
         """Whether the body ended at the end of a member (or was empty, as an empty export may be)."""

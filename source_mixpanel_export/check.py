@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import requests
 
-from .api import export_get, export_params, new_session
+from .api import deadline, export_get, export_params, new_session
 from .config import Config
 from .records import LegacyClock
 from .retry import describe_rejection, error_message
@@ -26,7 +26,6 @@ from .windows import ONE_DAY, Window
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
 ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the sample
 SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
-READ_TIMEOUT_SECONDS = 120
 
 MINUTE_MS = 60_000
 QUARTER_HOUR_MS = 15 * MINUTE_MS
@@ -46,13 +45,10 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
     for day in (today, today - ONE_DAY):
         try:
             status, body = _export_sample(config, day)
-        except requests.RequestException as exc:
+        except (requests.RequestException, TooSlow) as exc:
             if day != today:
                 break  # the first answer already proved the connection; judge what there is
-            return False, (
-                f"Could not reach {config.base_url} ({type(exc).__name__}). Check region / api_base_url "
-                "and that this host can reach Mixpanel."
-            )
+            return False, _unreachable(config, exc)
         if status != 200:
             if day != today:
                 logger.info(f"Mixpanel answered {status} for {day}; judging the timezone settings on {today} alone.")
@@ -69,13 +65,40 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
 def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
     """One export request for up to SAMPLE_LIMIT of a day's events: status and (at most SAMPLE_MAX_BYTES of) body."""
     params = export_params(config, Window(day, day), limit=SAMPLE_LIMIT)
-    with new_session() as session, export_get(session, config, params, READ_TIMEOUT_SECONDS) as response:
-        body = bytearray()
-        for chunk in response.iter_content(1 << 16):
-            body += chunk
-            if len(body) >= SAMPLE_MAX_BYTES:
-                break
-        return response.status_code, bytes(body)
+    timeout = config.request_timeout_seconds
+    with new_session() as session, deadline(timeout) as watched:
+        try:
+            with export_get(session, config, params, timeout) as response:
+                body = bytearray()
+                for chunk in response.iter_content(1 << 16):
+                    body += chunk
+                    watched.received = len(body)
+                    if len(body) >= SAMPLE_MAX_BYTES:
+                        break
+                return response.status_code, bytes(body)
+        except requests.RequestException:
+            if watched.expired:
+                raise TooSlow(watched.problem()) from None
+            raise
+
+
+class TooSlow(Exception):
+    """The sample's answer did not come within its deadline (api.Deadline)."""
+
+
+def _unreachable(config: Config, exc: Exception) -> str:
+    """What to check when the sample request got no complete answer."""
+    if isinstance(exc, TooSlow):
+        return f"{config.base_url} {exc}. Check api_base_url and any proxy between this host and Mixpanel."
+    if isinstance(exc, requests.Timeout):
+        return (
+            f"{config.base_url} did not answer within request_timeout_seconds ({config.request_timeout_seconds:.0f} s)."
+            " Check region / api_base_url, or raise request_timeout_seconds."
+        )
+    return (
+        f"Could not reach {config.base_url} ({type(exc).__name__}). Check region / api_base_url "
+        "and that this host can reach Mixpanel."
+    )
 
 
 def _events(body: bytes) -> list[Any]:

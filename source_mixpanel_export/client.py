@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import requests
 import urllib3
 
-from .api import export_get, export_params, new_session
+from .api import Deadline, deadline, export_get, export_params, new_session
 from .body import BodyCheck, Incomplete, Limit, Oversized, Spill, SpillMeter, receive
 from .budget import LONG_WAIT_SECONDS, RateBudget
 from .clock import Clock
@@ -50,7 +50,7 @@ class Download:
     window: Window
     spill: Spill
     size: int  # bytes of JSON, decompressed
-    lines: int
+    events: int  # lines that end in `}`
     server_time_ms: int  # Mixpanel had received the request by this time: a safe watermark
     attempts: int
     seconds: float
@@ -157,6 +157,16 @@ class ExportClient:
         )
 
     def _attempt(self, window: Window, attempt: int, started: float) -> Download:
+        """One request for the window, within its deadline (api.Deadline)."""
+        with deadline(self._config.request_timeout_seconds) as watched:
+            try:
+                return self._request(window, attempt, started, watched)
+            except Retriable:
+                if watched.expired:
+                    raise Retriable(watched.problem()) from None
+                raise
+
+    def _request(self, window: Window, attempt: int, started: float, watched: Deadline) -> Download:
         sent_wall_ms = int(self._clock.wall() * 1000)
         sent = self._clock.monotonic()
         params = export_params(self._config, window)
@@ -175,12 +185,12 @@ class ExportClient:
             in_memory = max(1 << 16, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
             spill = Spill(gzipped, in_memory, self.meter)
             limit = self._limit if split_window(window, self._config.request_timezone) is not None else None
-            check = spill_response(response, spill, limit, lambda chunks: self._progress(window, chunks))
+            check = spill_response(response, spill, limit, lambda chunks: self._progress(window, chunks, watched))
         return Download(
             window=window,
             spill=spill,
             size=check.size,
-            lines=check.lines,
+            events=check.events,
             server_time_ms=server_ms,
             attempts=attempt,
             seconds=self._clock.monotonic() - started,
@@ -188,7 +198,7 @@ class ExportClient:
             first_malformed_line=check.first_malformed,
         )
 
-    def _progress(self, window: Window, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    def _progress(self, window: Window, chunks: Iterable[bytes], watched: Deadline) -> Iterator[bytes]:
         """The chunks, until the sync stops (then Cancelled); a log line every PROGRESS_SECONDS."""
         received = 0
         next_log = self._clock.monotonic() + PROGRESS_SECONDS
@@ -196,6 +206,7 @@ class ExportClient:
             if self._stop.is_set():
                 raise Cancelled()
             received += len(chunk)
+            watched.received = received
             if self._clock.monotonic() >= next_log:
                 next_log += PROGRESS_SECONDS
                 self._logger.info(f"Window {window.label()}: {received / 1e6:.1f} MB received so far.")

@@ -28,6 +28,9 @@ _UINT64_MAX = b"18446744073709551615"  # orjson keeps integers in [-2**63, 2**64
 _INT64_MIN_DIGITS = b"9223372036854775808"
 
 Batch = tuple[list[bytes], bool]
+# Mixpanel caps an event at 1 MB; a longer line than this is a bad line, and is never held whole.
+MAX_LINE_BYTES = 16 << 20
+TOO_LONG = b"\x00 a line longer than 16 MB (not kept)"
 
 
 def needs_exact(data: bytes) -> bool:
@@ -55,39 +58,59 @@ def _first_overflow(data: bytes, masked: bytes, start: int) -> int:
     return -1
 
 
-def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Yield the lines of a byte stream cut into arbitrary chunks, without their `\\n`."""
-    rest = b""
-    for chunk in chunks:
-        if not chunk:
-            continue
-        parts = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-        rest = parts.pop()
-        yield from parts
-    if rest:
-        yield rest
+class _Pending:
+    """The start of a line not yet ended, kept as pieces (no copying per chunk), and not at all past
+    MAX_LINE_BYTES: such a line is only known to be too long."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.too_long = False
+
+    def add(self, data: bytes) -> None:
+        if self.too_long or not data:
+            return
+        self._size += len(data)
+        if self._size > MAX_LINE_BYTES:
+            self.too_long, self._parts = True, []
+        else:
+            self._parts.append(data)
+
+    def take(self, end: bytes = b"") -> bytes:
+        """The whole line (TOO_LONG for one past the bound), and start afresh."""
+        self.add(end)
+        line = TOO_LONG if self.too_long else b"".join(self._parts)
+        self._parts, self._size, self.too_long = [], 0, False
+        return line
 
 
 def iter_line_batches(chunks: Iterable[bytes]) -> Iterator[Batch]:
-    """The lines of `split_lines`, in lists of many lines that orjson parses exactly (flag False)
-    and single lines that may need the exact parser (flag True)."""
-    rest = b""
+    """The lines of a body cut into arbitrary chunks (split on b"\\n" only, without it), in lists of
+    many lines that orjson parses exactly (flag False) and single lines that may need the exact
+    parser (flag True).
+
+    Hostile bodies cost what their bytes cost: a line longer than MAX_LINE_BYTES is never held whole
+    but comes as TOO_LONG, which no parser takes (a bad line); a run of empty lines comes as one (so
+    line numbers count such a run once).
+    """
+    pending = _Pending()
     for chunk in chunks:
-        if not chunk:
-            continue
-        block = rest + chunk if rest else chunk
-        cut = block.rfind(b"\n")
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            rest = block
+            pending.add(chunk)
             continue
-        rest = block[cut + 1 :]
-        body = block[:cut]
+        first = chunk.find(b"\n")
+        body = pending.take(chunk[:first]) + chunk[first:cut]
+        pending.add(chunk[cut + 1 :])
+        while b"\n\n" in body:
+            body = body.replace(b"\n\n", b"\n")
         masked = body.translate(_DIGITS_TO_ZERO)
         hit = _first_overflow(body, masked, 0) if _LONG_RUN in masked else -1
         if hit < 0:
             yield body.split(b"\n"), False
         else:
             yield from _isolate_exact_lines(body, masked, hit)
+    rest = pending.take()
     if rest:
         yield [rest], needs_exact(rest)
 

@@ -91,7 +91,7 @@ def fetch_in_order(
                 inflight.extendleft(reversed(parts))
                 fill()
                 continue
-            planner.observe(window, download.lines, download.size)
+            planner.observe(window, download.events, download.size)
             fill()  # keep every slot busy while this window is emitted
             try:
                 yield download

@@ -7,7 +7,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from source_mixpanel_export.lines import is_trailer, iter_line_batches, needs_exact, parse_line, split_lines
+from source_mixpanel_export.body import PIECE_BYTES, BodyCheck, Gunzip
+from source_mixpanel_export.lines import (
+    MAX_LINE_BYTES,
+    TOO_LONG,
+    is_trailer,
+    iter_line_batches,
+    needs_exact,
+    parse_line,
+)
+
+
+def split_lines(chunks):
+    return [line for batch, _ in iter_line_batches(chunks) for line in batch]
+
 
 AWKWARD = ["a\u2028b", "c\u2029d", "e\u0085f", "g\rh", "i\nj", "k\tl", "😀", "Ω"]
 
@@ -21,13 +34,12 @@ def test_given_unicode_separators_when_split_then_only_newline_bytes_cut():
 
 @given(values=st.lists(st.text(), max_size=30), cuts=st.lists(st.integers(0, 5000), max_size=10))
 def test_splitting_is_independent_of_chunk_boundaries(values, cuts):
-    """Any cut points give the same lines, and batches agree with split_lines."""
+    """Any cut points give the same lines, in batches."""
     body = b"".join(orjson.dumps({"v": v}) + b"\n" for v in values)
     points = sorted({min(c, len(body)) for c in cuts})
     chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
     lines = list(split_lines(chunks))
     assert [orjson.loads(line)["v"] for line in lines] == values
-    assert [line for batch, _ in iter_line_batches(chunks) for line in batch] == lines
 
 
 def test_given_integers_beyond_64_bits_when_parsed_exactly_then_no_precision_lost():
@@ -65,7 +77,7 @@ def test_given_integer_near_64_bits_when_checked_then_flagged_exactly_when_orjso
 
 def test_given_a_block_with_some_long_integers_when_batched_then_only_those_lines_are_flagged_and_alone():
     """Lines around a flagged one stay in unflagged lists; a flagged batch is one line; order is kept."""
-    lines = [b'{"n": %d}' % n for n in (1, 2**64, 3, 4, -(2**63) - 1, 10**30, 7)] + [b"", b'{"s": "%d"}' % 10**25]
+    lines = [b'{"n": %d}' % n for n in (1, 2**64, 3, 4, -(2**63) - 1, 10**30, 7)] + [b" ", b'{"s": "%d"}' % 10**25]
     batches = list(iter_line_batches([b"\n".join(lines) + b"\n"]))
     assert [line for batch, _ in batches for line in batch] == lines
     flagged = [batch for batch, exact in batches if exact]
@@ -85,3 +97,41 @@ def test_trailer_variants_are_recognised():
     for text in (b"terminated early", b"export terminated early", b"[terminated early]", b" Terminated Early \r"):
         assert is_trailer(text)
     assert not is_trailer(b'{"event": "terminated early", "properties": {}}')
+
+
+def test_given_a_line_longer_than_the_bound_when_batched_then_it_comes_as_too_long_and_is_never_held():
+    """A 20 MB line in 1 MB chunks: its neighbours come whole, it comes as a marker no parser takes."""
+    long_line = b'{"event": "E", "properties": {"s": "' + b"a" * (20 << 20) + b'"}}'
+    body = b'{"a": 1}\n' + long_line + b'\n{"b": 2}\n'
+    chunks = [body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)]
+    assert split_lines(chunks) == [b'{"a": 1}', TOO_LONG, b'{"b": 2}']
+    with pytest.raises(ValueError):
+        orjson.loads(TOO_LONG)
+    check = BodyCheck()
+    for chunk in chunks:
+        check.take(chunk)
+    assert (check.malformed, check.first_malformed) == (1, 2) and MAX_LINE_BYTES < len(long_line)
+
+
+def test_given_runs_of_empty_lines_when_batched_and_checked_then_one_empty_line_and_nothing_malformed():
+    """A body of newlines (a bomb of ~130 kB on the wire) costs what its bytes cost, and is not malformed."""
+    body = b'{"a": 1}\n' + b"\n" * (8 << 20) + b'{"b": 2}\n \r\n\n'
+    chunks = [body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)]
+    assert [line for line in split_lines(chunks) if line.strip()] == [b'{"a": 1}', b'{"b": 2}']
+    assert len(split_lines(chunks)) <= 2 + 2 * len(chunks)  # at most an empty line at a chunk's edges
+    check = BodyCheck()
+    for chunk in chunks:
+        check.take(chunk)
+    assert check.malformed == 0 and check.lines == body.count(b"\n")
+
+
+def test_given_a_gzip_bomb_when_decompressed_then_in_pieces_of_at_most_a_megabyte():
+    """64 MB of spaces in ~64 kB of gzip: never more than PIECE_BYTES at once."""
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = compressor.compress(b" " * (64 << 20)) + compressor.flush()
+    decoder = Gunzip()
+    sizes = [len(piece) for chunk in (bomb[i : i + 65536] for i in range(0, len(bomb), 65536))
+             for piece in decoder.pieces(chunk)]
+    assert sum(sizes) == 64 << 20 and max(sizes) <= PIECE_BYTES and decoder.complete()

@@ -1,0 +1,214 @@
+"""Servers that do not behave like Mixpanel, through the real CLI: one that trickles its answer a byte
+at a time, bodies that are bombs (a 40 MB line, 125 MB of newlines, gzip of 1 GB of spaces). Each ends
+with a clear outcome, and the connector's memory stays within the benchmark's bound."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import os
+import subprocess
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from integration_tests.conftest import TODAY
+from integration_tests.harness import (
+    ROOT,
+    Run,
+    catalog,
+    command,
+    config_for,
+    parse_messages,
+    write_json,
+)
+
+PEAK_RSS_BOUND_MB = 150  # the connector alone is ~90 MB (see the README's Performance section)
+EVENT = b'{"event": "E", "properties": {"time": 1700000000000, "$insert_id": "i%d", "mp_processing_time_ms": 1}}\n'
+
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers every export request with `respond(handler)`; counts the requests."""
+
+    protocol_version = "HTTP/1.1"
+    respond: Callable[[Any], None] = staticmethod(lambda handler: None)
+    requests = 0
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        try:
+            self.respond(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Callable[[Any], None]], str]]:
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(respond: Callable[[Any], None]) -> str:
+        handler = type("Handler", (Hostile,), {"respond": staticmethod(respond), "requests": 0})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def headers(handler: Any, gzipped: bool = False, length: int | None = None) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/plain")
+    if gzipped:
+        handler.send_header("Content-Encoding", "gzip")
+    if length is None:
+        handler.send_header("Transfer-Encoding", "chunked")
+    else:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+
+
+def chunked(handler: Any, pieces: Iterator[bytes]) -> None:
+    for piece in pieces:
+        if piece:
+            handler.wfile.write(b"%X\r\n%b\r\n" % (len(piece), piece))
+    handler.wfile.write(b"0\r\n\r\n")
+
+
+def high_water_mb(pid: int) -> float:
+    """VmHWM of a live process: its peak RSS since it exec'd (wait4's ru_maxrss would also count the
+    pages it shared with this process before the exec)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(tmp_path, verb: str, config: dict[str, Any], timeout: float = 120) -> tuple[Run, float]:
+    """The CLI, with the peak RSS of its process in MB (sampled every 20 ms until it ends)."""
+    args = [*command(), verb, "--config", str(write_json(tmp_path / "config.json", config))]
+    if verb == "read":
+        args += ["--catalog", str(write_json(tmp_path / "catalog.json", catalog()))]
+    with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+        process = subprocess.Popen(args, stdout=out, stderr=err, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        deadline = time.monotonic() + timeout
+        peak = 0.0
+        while True:
+            peak = max(peak, high_water_mb(process.pid))
+            pid, status, _ = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"{verb} did not end within {timeout} s")
+            time.sleep(0.02)
+    stdout = (tmp_path / "out").read_text()
+    run = Run(os.waitstatus_to_exitcode(status), stdout, (tmp_path / "err").read_text(), parse_messages(stdout))
+    return run, peak
+
+
+def hostile_config(url: str, **overrides: Any) -> dict[str, Any]:
+    class Base:
+        base_url = url
+
+    day = (TODAY - __import__("datetime").timedelta(days=1)).isoformat()
+    return config_for(Base, start_date=day, end_date=day, max_retry_seconds=1, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("verb", ["check", "read"])
+def test_given_a_server_trickling_a_byte_a_second_when_check_or_read_then_the_attempt_ends_at_its_deadline(
+    tmp_path, hostile, verb
+):
+    """request_timeout_seconds bounds the silence between bytes; the deadline bounds the attempt."""
+    stop = threading.Event()
+
+    def trickle(handler: Any) -> None:
+        headers(handler)
+        while not stop.is_set():
+            handler.wfile.write(b"1\r\n{\r\n")
+            handler.wfile.flush()
+            stop.wait(0.2)
+
+    url = hostile(trickle)
+    try:
+        run, _ = run_measured(tmp_path, verb, hostile_config(url, request_timeout_seconds=2), timeout=60)
+    finally:
+        stop.set()
+    if verb == "check":
+        status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]
+        assert status["status"] == "FAILED" and "too slowly" in status["message"]
+    else:
+        assert run.returncode != 0 and run.errors[-1]["failure_type"] == "transient_error"
+        assert "too slowly" in run.errors[-1]["message"] and "request_timeout_seconds" in run.errors[-1]["message"]
+
+
+@functools.cache
+def spaces_bomb() -> list[bytes]:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b" " * (1 << 24)
+    return [*(compressor.compress(block) for _ in range(64)), compressor.compress(EVENT % 1) + compressor.flush()]
+
+
+@functools.cache
+def newlines_bomb() -> bytes:
+    return gzip.compress(EVENT % 1 + b"\n" * (125 << 20) + EVENT % 2, compresslevel=9)
+
+
+def gzip_of_spaces(handler: Any) -> None:
+    """About a megabyte on the wire: 1 GB of spaces, then an event."""
+    headers(handler, gzipped=True)
+    chunked(handler, iter(spaces_bomb()))
+
+
+def newlines(handler: Any) -> None:
+    """125 MB of newlines (~130 kB gzipped) between two events."""
+    body = newlines_bomb()
+    headers(handler, gzipped=True, length=len(body))
+    handler.wfile.write(body)
+
+
+def long_line(handler: Any) -> None:
+    """A 40 MB line between two events."""
+    body = EVENT % 1 + b'{"event": "E", "properties": {"s": "' + b"x" * (40 << 20) + b'"}}\n' + EVENT % 2
+    headers(handler, length=len(body))
+    handler.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("respond", "records", "failure"),
+    [(newlines, 2, None), (long_line, 0, "system_error"), (gzip_of_spaces, 0, "system_error")],
+    ids=["125MB-of-newlines", "40MB-line", "gzip-of-1GB-of-spaces"],
+)
+def test_given_a_bomb_when_read_then_a_clear_outcome_in_bounded_memory(tmp_path, hostile, respond, records, failure):
+    """Newlines are blank lines (skipped); a line past 16 MB is a bad line (the window fails before any of
+    it is emitted, as any bad line does); memory stays within the bound whatever the body."""
+    run, peak_mb = run_measured(tmp_path, "read", hostile_config(hostile(respond)))
+    assert len(run.records) == records
+    if failure is None:
+        assert run.returncode == 0, run.stdout[-2000:]
+    else:
+        assert run.returncode != 0 and run.errors[-1]["failure_type"] == failure
+        assert "not JSON events" in run.errors[-1]["message"]
+    assert 0 < peak_mb < PEAK_RSS_BOUND_MB
+
+
+def test_given_a_bomb_and_skip_bad_lines_when_read_then_the_good_events_are_delivered(tmp_path, hostile):
+    run, peak_mb = run_measured(tmp_path, "read", hostile_config(hostile(long_line), skip_bad_lines=True))
+    assert run.returncode == 0 and len(run.records) == 2 and "skipped because skip_bad_lines is on" in run.stdout
+    assert peak_mb < PEAK_RSS_BOUND_MB
