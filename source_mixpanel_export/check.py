@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import statistics
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import requests
+import urllib3
 
 from .client import CONNECT_TIMEOUT_SECONDS, USER_AGENT, describe_rejection, error_message, export_params
 from .config import Config
@@ -25,7 +27,6 @@ from .windows import ONE_DAY, Window
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
 ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the sample
 SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
-READ_TIMEOUT_SECONDS = 120
 
 MINUTE_MS = 60_000
 QUARTER_HOUR_MS = 15 * MINUTE_MS
@@ -45,6 +46,14 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
     for day in (today, today - ONE_DAY):
         try:
             status, body = _export_sample(config, day)
+        except requests.Timeout:
+            if day != today:
+                break
+            return False, (
+                f"{config.base_url} did not send a sample of {SAMPLE_LIMIT} events within "
+                f"request_timeout_seconds ({config.request_timeout_seconds:g} s). Check region / api_base_url, "
+                "or raise request_timeout_seconds if the network is slow."
+            )
         except requests.RequestException as exc:
             if day != today:
                 break  # the first answer already proved the connection; judge what there is
@@ -56,7 +65,7 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
             if day != today:
                 logger.info(f"Mixpanel answered {status} for {day}; judging the timezone settings on {today} alone.")
                 break
-            return False, _refusal(config, day, status, error_message(body))
+            return False, _refusal(config, day, status, error_message(_masked(body, config)))
         sample.extend(_events(body))
         if len(sample) >= ENOUGH_EVENTS:
             break
@@ -66,21 +75,46 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
 
 
 def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
-    """One export request for up to SAMPLE_LIMIT of a day's events: status and (at most SAMPLE_MAX_BYTES of) body."""
+    """One export request for up to SAMPLE_LIMIT of a day's events: status and (at most SAMPLE_MAX_BYTES of) body.
+
+    The configured request_timeout_seconds bounds both the silence between bytes and the whole answer:
+    a server trickling a byte a second never times out a read, so the body is read in pieces of
+    whatever has arrived (`read1`) against a deadline.
+    """
+    deadline = time.monotonic() + config.request_timeout_seconds
     with requests.get(
         config.export_url,
         params=export_params(config, Window(day, day), limit=SAMPLE_LIMIT),
         auth=config.credentials.basic_auth(),
         headers={"Accept-Encoding": "gzip", "User-Agent": USER_AGENT},
-        timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+        timeout=(CONNECT_TIMEOUT_SECONDS, config.request_timeout_seconds),
         stream=True,
     ) as response:
         body = bytearray()
-        for chunk in response.iter_content(1 << 16):
-            body += chunk
-            if len(body) >= SAMPLE_MAX_BYTES:
-                break
+        try:
+            while len(body) < SAMPLE_MAX_BYTES:
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"no complete answer within {config.request_timeout_seconds:g} s")
+                chunk = response.raw.read1(1 << 16, decode_content=True)
+                if not chunk:
+                    break
+                body += chunk
+        except requests.RequestException:
+            raise  # the deadline above (requests' exceptions are OSErrors too)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.Timeout(str(exc)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise requests.ConnectionError(str(exc)) from None
         return response.status_code, bytes(body)
+
+
+def _masked(body: bytes, config: Config) -> bytes:
+    """An error body with every form of the secret masked, before it is cut short for a message: a
+    server may echo the Authorization header, and a form cut in half would no longer be recognised."""
+    text = body[:SAMPLE_MAX_BYTES].decode("utf-8", errors="replace")
+    for form in config.secret_forms():
+        text = text.replace(form, "****")
+    return text.encode()
 
 
 def _events(body: bytes) -> list[Any]:

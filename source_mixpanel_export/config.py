@@ -167,9 +167,9 @@ class Config:
     def secret_forms(self) -> list[str]:
         """Every form the secret can take in a message, longest first so none is masked only in part.
 
-        As is, URL-encoded (both ways), JSON-escaped, and the Basic token: requests and urllib3 encode
-        `user:password` as Latin-1 on the wire, so that token is what a server echoes; the UTF-8 one is
-        added for servers or proxies that re-encode.
+        As is, URL-encoded (both ways, from UTF-8 and Latin-1), JSON-escaped, and the Basic token:
+        requests and urllib3 encode `user:password` as Latin-1 on the wire, so that token is what a
+        server echoes; the UTF-8 one is added for servers or proxies that re-encode.
         """
         user, password = self.credentials.basic_auth()
         secret = password or user
@@ -178,6 +178,8 @@ class Config:
             secret,
             quote(secret, safe=""),
             quote_plus(secret),
+            quote(secret, safe="", encoding="latin-1"),
+            quote_plus(secret, encoding="latin-1"),
             json.dumps(secret)[1:-1],
             base64.b64encode(pair.encode("latin-1")).decode(),
             base64.b64encode(pair.encode("utf-8")).decode(),

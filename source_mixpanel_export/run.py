@@ -1,4 +1,5 @@
-"""Console entry point: the CDK's `launch` for spec/check/discover, a faster path for `read`.
+"""Console entry point: the CDK's `launch` loop (with entry.Entrypoint) for spec/check/discover, a faster
+path for `read`.
 
 `read` keeps every CDK step around the records (argument parsing, config and catalog reading, secret
 masking, config validation, the uncaught exception handler, STATE counts) but writes RECORD messages
@@ -107,16 +108,19 @@ def run(argv: Iterable[str] | None = None) -> None:
         # (~0.06 s). What it made lives until exit; frozen, out of the cyclic GC's reach, it costs
         # nothing at interpreter shutdown either (measured 0.15-0.2 s otherwise).
         gc.disable()
-        from airbyte_cdk.entrypoint import launch
         from airbyte_cdk.logger import PRINT_BUFFER
 
+        from .entry import Entrypoint
         from .source import SourceMixpanelExport
 
         gc.enable()
         gc.freeze()
         source = SourceMixpanelExport()
         if not reading:
-            launch(source, args)
+            entrypoint = Entrypoint(source)  # the CDK's launch, with parse_config's messages for check/discover
+            with PRINT_BUFFER:
+                for message in entrypoint.run(entrypoint.parse_args(args)):
+                    print(f"{message}\n", end="")
             return
         with PRINT_BUFFER:
             read(source, args, sys.__stdout__.buffer, encoder, head_start)  # type: ignore[union-attr]

@@ -22,7 +22,7 @@ from airbyte_cdk.models import (
 from airbyte_cdk.sources import AbstractSource
 from airbyte_cdk.sources.connector_state_manager import ConnectorStateManager
 from airbyte_cdk.sources.streams import Stream
-from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets, update_secrets
 from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_status_message
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -30,7 +30,7 @@ from .check import run_check
 from .config import Config, parse_config
 from .headstart import HeadStart
 from .records import STREAM_NAME
-from .spec import connector_specification
+from .spec import CONNECTION_SPECIFICATION, connector_specification
 from .state import parse_state
 from .stream import ExportReader, ExportStream, Item, unknown_stream
 from .workers import EncoderPool
@@ -48,8 +48,15 @@ class SourceMixpanelExport(AbstractSource):
         return connector_specification()
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
-        """SUCCEEDED or FAILED with a message a person can act on; never raises for bad settings."""
+        """SUCCEEDED or FAILED with a message a person can act on; never raises for bad settings.
+
+        The message can quote an answer from Mixpanel or a proxy, which may echo the request's
+        Authorization header: every form of the secret is masked in it (the CDK masks only logs and
+        traces, and only the raw secret).
+        """
         ok, message = self.check_connection(logger, config)
+        if message:
+            message = filter_secrets(message)
         return AirbyteConnectionStatus(status=Status.SUCCEEDED if ok else Status.FAILED, message=message)
 
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -115,10 +122,20 @@ class SourceMixpanelExport(AbstractSource):
 
     @staticmethod
     def _parse(config: Mapping[str, Any]) -> Config:
-        parsed = parse_config(config)
-        for secret in parsed.secret_forms():  # the CDK masks the raw secrets; add their derived forms
-            add_to_secrets(secret)
-        return parsed
+        return parsed_and_masked(config)
+
+
+def parsed_and_masked(config: Mapping[str, Any]) -> Config:
+    """parse_config, then every form of the secret registered with the CDK's secret filter.
+
+    The CDK registers the raw airbyte_secret values; the Basic token, URL- and JSON-encoded forms are
+    added here. The list is rebuilt longest first, so no form is masked only in part because a shorter
+    one inside it was replaced first.
+    """
+    parsed = parse_config(config)
+    raw = {str(value) for value in get_secrets(CONNECTION_SPECIFICATION, config) if value not in (None, "")}
+    update_secrets(sorted(raw | set(parsed.secret_forms()), key=lambda form: (-len(form), form)))
+    return parsed
 
 
 def record_message(data: dict[str, Any]) -> AirbyteMessage:
