@@ -131,17 +131,24 @@ def hostile_config(url: str, **overrides: Any) -> dict[str, Any]:
     return config_for(Base, start_date=day, end_date=day, max_retry_seconds=1, **overrides)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("framing", ["chunked", "until-close"])
 @pytest.mark.parametrize("verb", ["check", "read"])
 def test_given_a_server_trickling_a_byte_a_second_when_check_or_read_then_the_attempt_ends_at_its_deadline(
-    tmp_path, hostile, verb
+    tmp_path, hostile, verb, framing
 ):
-    """request_timeout_seconds bounds the silence between bytes; the deadline bounds the attempt."""
+    """request_timeout_seconds bounds the silence between bytes; the deadline bounds the attempt. A body
+    that ends when its connection closes must not pass for whole when the deadline closed it."""
     stop = threading.Event()
 
     def trickle(handler: Any) -> None:
-        headers(handler)
+        if framing == "chunked":
+            headers(handler)
+        else:
+            handler.protocol_version = "HTTP/1.0"
+            handler.send_response(200)
+            handler.end_headers()
         while not stop.is_set():
-            handler.wfile.write(b"1\r\n{\r\n")
+            handler.wfile.write(b"1\r\n \r\n" if framing == "chunked" else EVENT % 1)
             handler.wfile.flush()
             stop.wait(0.2)
 

@@ -110,14 +110,16 @@ def test_given_configured_catalog_when_incremental_read_then_every_fake_event_an
     assert final.version == 2 and final.synced_through == dt.datetime.now(dt.UTC).date().isoformat()
 
 
-def test_given_abnormal_future_state_when_read_then_no_records_no_error_and_state_kept(standard_fake):
-    """abnormal_state.json (synced through 2099) reads nothing, fails nothing and keeps the state."""
+def test_given_abnormal_future_state_when_read_then_config_error_saying_reset_and_nothing_sent(standard_fake):
+    """abnormal_state.json (synced through 2099) is refused: read from it, every later sync would read
+    nothing and lose every new event (issue 12). Airbyte's future_state check expected a silent no-op."""
     requests_before = len(standard_fake.export_requests)
     output = read_with("standard_config.json", "abnormal_state.json")
-    assert not output.errors and output.records == []
-    final = output.state_messages[-1].state.stream.stream_state
-    assert final.synced_through == "2099-01-01" and final.watermark_ms == 4070908800000
-    assert len(standard_fake.export_requests) == requests_before  # nothing to ask Mixpanel for
+    assert output.records == [] and output.errors
+    error = output.errors[-1].trace.error
+    assert error.failure_type.value == "config_error"
+    assert "synced_through" in error.message and "future" in error.message and "Reset" in error.message
+    assert len(standard_fake.export_requests) == requests_before
 
 
 def test_sample_state_is_the_connectors_own_canonical_state():
@@ -129,10 +131,14 @@ def test_sample_state_is_the_connectors_own_canonical_state():
 
 
 def test_abnormal_state_is_per_stream_v2_state_in_the_far_future():
-    """abnormal_state.json parses as this connector's v2 state, decades ahead."""
+    """abnormal_state.json is a well-formed v2 state, decades ahead: refused for its dates alone."""
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
     (message,) = load(TESTS / "abnormal_state.json")
-    state = parse_state(message["stream"]["stream_state"])
-    assert state.synced_through == dt.date(2099, 1, 1) and state.watermark_ms == 4070908800000
+    raw = message["stream"]["stream_state"]
+    assert raw["version"] == 2 and raw["synced_through"] == "2099-01-01"
+    with pytest.raises(AirbyteTracedException, match="lies in the future"):
+        parse_state(raw, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
 
 SHIPPED_CONFIGS = [

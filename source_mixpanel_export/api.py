@@ -47,6 +47,7 @@ class Deadline:
         self.received = 0
         self.expired = False
         self.connection: Any = None  # the urllib3 connection of the attempt, once it has one
+        self.response: requests.Response | None = None  # its response, once the headers are in
         self._started = time.monotonic()
         self._done = threading.Event()
 
@@ -66,7 +67,7 @@ class Deadline:
         while not self._done.wait(WATCH_SECONDS):
             if self.elapsed() > self.grace + self.received / MIN_BYTES_PER_SECOND:
                 self.expired = True
-                sock = getattr(self.connection, "sock", None)
+                sock = _response_socket(self.response) or getattr(self.connection, "sock", None)
                 if sock is not None:
                     try:
                         sock.shutdown(socket.SHUT_RDWR)
@@ -76,6 +77,14 @@ class Deadline:
 
     def end(self) -> None:
         self._done.set()
+
+
+def _response_socket(response: requests.Response | None) -> socket.socket | None:
+    """The socket a response's body is read from. http.client lets go of the connection's socket once
+    the headers of a body that ends with the connection are in; the body's file object keeps it."""
+    raw = getattr(getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 @contextmanager
@@ -131,7 +140,7 @@ def export_get(
 ) -> requests.Response:
     """One export request, streamed; a 3xx comes back as the response (see the module docstring).
     Make it inside `with deadline(...)` so that it cannot be held forever."""
-    return session.get(
+    response = session.get(
         config.export_url,
         params=dict(params),
         auth=config.credentials.basic_auth(),
@@ -139,6 +148,10 @@ def export_get(
         timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout),
         allow_redirects=False,
     )
+    watched = getattr(_attempt, "deadline", None)
+    if watched is not None:
+        watched.response = response
+    return response
 
 
 def where_clause(user_where: str | None, window: Window) -> str | None:

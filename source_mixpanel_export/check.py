@@ -53,7 +53,7 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
             if day != today:
                 logger.info(f"Mixpanel answered {status} for {day}; judging the timezone settings on {today} alone.")
                 break
-            return False, _refusal(config, day, status, error_message(body))
+            return False, _refusal(config, day, status, error_message(_masked(body, config)))
         sample.extend(_events(body))
         if len(sample) >= ENOUGH_EVENTS:
             break
@@ -75,7 +75,9 @@ def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
                     watched.received = len(body)
                     if len(body) >= SAMPLE_MAX_BYTES:
                         break
-                return response.status_code, bytes(body)
+            if watched.expired:  # a body that ends with its connection looks whole when cut off
+                raise TooSlow(watched.problem())
+            return response.status_code, bytes(body)
         except requests.RequestException:
             if watched.expired:
                 raise TooSlow(watched.problem()) from None
@@ -99,6 +101,15 @@ def _unreachable(config: Config, exc: Exception) -> str:
         f"Could not reach {config.base_url} ({type(exc).__name__}). Check region / api_base_url "
         "and that this host can reach Mixpanel."
     )
+
+
+def _masked(body: bytes, config: Config) -> bytes:
+    """An error body with every form of the secret masked, before it is cut short for a message: a
+    server may echo the Authorization header, and a form cut in half would no longer be recognised."""
+    text = body[:SAMPLE_MAX_BYTES].decode("utf-8", errors="replace")
+    for form in config.secret_forms():
+        text = text.replace(form, "****")
+    return text.encode()
 
 
 def _events(body: bytes) -> list[Any]:

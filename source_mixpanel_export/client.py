@@ -160,11 +160,15 @@ class ExportClient:
         """One request for the window, within its deadline (api.Deadline)."""
         with deadline(self._config.request_timeout_seconds) as watched:
             try:
-                return self._request(window, attempt, started, watched)
+                download = self._request(window, attempt, started, watched)
             except Retriable:
                 if watched.expired:
                     raise Retriable(watched.problem()) from None
                 raise
+            if watched.expired:  # a body that ends with its connection looks whole when cut off
+                download.close()
+                raise Retriable(watched.problem())
+            return download
 
     def _request(self, window: Window, attempt: int, started: float, watched: Deadline) -> Download:
         sent_wall_ms = int(self._clock.wall() * 1000)

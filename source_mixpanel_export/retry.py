@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 
 import orjson
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 
 from .config import Config, ServiceAccount
 from .errors import config_error, system_error
@@ -116,7 +117,10 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
 
 
 def error_message(body: bytes) -> str:
-    """Mixpanel's error message from a JSON `{"error": ...}` or plain-text body, kept short."""
+    """Mixpanel's error message from a JSON `{"error": ...}` or plain-text body, kept short.
+
+    Secrets are masked before the cut: a body may echo the request's Authorization header (a proxy
+    does), and a form cut in half would no longer be recognised by the log filter."""
     text = body.decode("utf-8", errors="replace").strip()
     try:
         parsed = orjson.loads(body)
@@ -124,4 +128,4 @@ def error_message(body: bytes) -> str:
             text = str(parsed["error"])
     except orjson.JSONDecodeError:
         pass
-    return (text or "no message")[:500]
+    return (filter_secrets(text) or "no message")[:500]

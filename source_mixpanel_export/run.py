@@ -1,5 +1,5 @@
-"""Console entry point: the CDK's `launch` for spec/check/discover; for `read`, the CDK's inputs and
-our writer for the output.
+"""Console entry point: the CDK's `launch` loop (with entry.Entrypoint, whose config validation is
+parse_config) for spec/check/discover; for `read`, the same entrypoint's inputs and our writer.
 
 `read` takes every CDK step around the records (argument parsing, config, catalog and state reading,
 secret masking, the uncaught exception handler, STATE counts) and the same items as
@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO, Any, cast
 
-from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
 from airbyte_cdk.logger import PRINT_BUFFER
 
+from .entry import Entrypoint
 from .errors import config_error
 from .malloc import keep_heap_small
 from .source import SourceMixpanelExport
@@ -25,7 +25,7 @@ from .writer import MessageWriter
 
 def read(source: SourceMixpanelExport, args: list[str], out: IO[bytes]) -> None:
     """The `read` command, as AirbyteEntrypoint.run does it, with MessageWriter for the output."""
-    entrypoint = AirbyteEntrypoint(source)
+    entrypoint = Entrypoint(source)
     parsed = entrypoint.parse_args(args)
     logger = entrypoint.logger
     if parsed.debug:
@@ -70,7 +70,10 @@ def run(argv: Iterable[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     source = SourceMixpanelExport()
     if args[:1] != ["read"]:
-        launch(source, args)
+        entrypoint = Entrypoint(source)  # launch's loop, with parse_config's messages for check/discover
+        with PRINT_BUFFER:
+            for message in entrypoint.run(entrypoint.parse_args(args)):
+                print(f"{message}\n", end="")
         return
     keep_heap_small()
     with PRINT_BUFFER:

@@ -20,18 +20,18 @@ from airbyte_cdk.models import (
     Type,
 )
 from airbyte_cdk.sources import AbstractSource
-from airbyte_cdk.sources.connector_state_manager import ConnectorStateManager
 from airbyte_cdk.sources.streams import Stream
-from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets, update_secrets
 from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_status_message
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from .catalog import configured_export
 from .check import run_check
 from .config import Config, parse_config
 from .records import STREAM_NAME
-from .spec import connector_specification
-from .state import parse_state
-from .stream import ExportReader, ExportStream, Item, unknown_stream
+from .spec import CONNECTION_SPECIFICATION, connector_specification
+from .state import parse_state, stream_state_of
+from .stream import ExportReader, ExportStream, Item
 
 
 class SourceMixpanelExport(AbstractSource):
@@ -46,8 +46,15 @@ class SourceMixpanelExport(AbstractSource):
         return connector_specification()
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
-        """SUCCEEDED or FAILED with a message a person can act on; never raises for bad settings."""
+        """SUCCEEDED or FAILED with a message a person can act on; never raises for bad settings.
+
+        The message can quote an answer from Mixpanel or a proxy, which may echo the request's
+        Authorization header: every form of the secret is masked in it (the CDK masks only logs and
+        traces, and only the raw secret).
+        """
         ok, message = self.check_connection(logger, config)
+        if message:
+            message = filter_secrets(message)
         return AirbyteConnectionStatus(status=Status.SUCCEEDED if ok else Status.FAILED, message=message)
 
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -85,28 +92,25 @@ class SourceMixpanelExport(AbstractSource):
     ) -> Iterator[Item]:
         """The read as record dicts and messages: `read` above wraps the records for the CDK, run.py
         writes them itself (writer.py). Both take the same items, so both give the same records."""
-        for configured in catalog.streams:
-            if configured.stream.name != STREAM_NAME:
-                raise unknown_stream(configured.stream.name)
-        for configured in catalog.streams:
-            mode = configured.sync_mode
-            stream_state = ConnectorStateManager(state=state).get_stream_state(
-                STREAM_NAME, configured.stream.namespace
-            )
-            export_state = parse_state(stream_state) if mode == SyncMode.incremental else parse_state(None)
-            yield stream_status_message(configured.stream, AirbyteStreamStatus.STARTED)
-            running = False
-            reader = ExportReader(config, logger)
-            try:
-                for item in reader.read(mode, export_state):
-                    if not running and type(item) is not AirbyteMessage:
-                        running = True
-                        yield stream_status_message(configured.stream, AirbyteStreamStatus.RUNNING)
-                    yield item
-            except BaseException:
-                yield stream_status_message(configured.stream, AirbyteStreamStatus.INCOMPLETE)
-                raise
-            yield stream_status_message(configured.stream, AirbyteStreamStatus.COMPLETE)
+        configured = configured_export(catalog)
+        if configured is None:  # nothing selected: nothing to read
+            return
+        mode = configured.sync_mode
+        raw_state = stream_state_of(state, configured.stream.namespace) if mode == SyncMode.incremental else None
+        export_state = parse_state(raw_state)
+        yield stream_status_message(configured.stream, AirbyteStreamStatus.STARTED)
+        running = False
+        reader = ExportReader(config, logger)
+        try:
+            for item in reader.read(mode, export_state):
+                if not running and type(item) is not AirbyteMessage:
+                    running = True
+                    yield stream_status_message(configured.stream, AirbyteStreamStatus.RUNNING)
+                yield item
+        except BaseException:
+            yield stream_status_message(configured.stream, AirbyteStreamStatus.INCOMPLETE)
+            raise
+        yield stream_status_message(configured.stream, AirbyteStreamStatus.COMPLETE)
 
     def parse(self, config: Mapping[str, Any]) -> Config:
         """The config, checked once per command; every derived form of its secrets is masked from then on."""
@@ -114,10 +118,20 @@ class SourceMixpanelExport(AbstractSource):
 
     @staticmethod
     def _parse(config: Mapping[str, Any]) -> Config:
-        parsed = parse_config(config)
-        for secret in parsed.secret_forms():  # the CDK masks the raw secrets; add their derived forms
-            add_to_secrets(secret)
-        return parsed
+        return parsed_and_masked(config)
+
+
+def parsed_and_masked(config: Mapping[str, Any]) -> Config:
+    """parse_config, then every form of the secret registered with the CDK's secret filter.
+
+    The CDK registers the raw airbyte_secret values; the Basic token, URL- and JSON-encoded forms are
+    added here. The list is rebuilt longest first, so no form is masked only in part because a shorter
+    one inside it was replaced first.
+    """
+    parsed = parse_config(config)
+    raw = {str(value) for value in get_secrets(CONNECTION_SPECIFICATION, config) if value not in (None, "")}
+    update_secrets(sorted(raw | set(parsed.secret_forms()), key=lambda form: (-len(form), form)))
+    return parsed
 
 
 def record_message(data: dict[str, Any]) -> AirbyteMessage:

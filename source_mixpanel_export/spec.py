@@ -1,4 +1,5 @@
-"""The connection specification shown by `spec`; defaults come from config.DEFAULTS, never restated."""
+"""The connection specification shown by `spec`; defaults and ranges come from config.DEFAULTS and
+config.BOUNDS, never restated, so the form a user fills in allows exactly what parse_config accepts."""
 
 from __future__ import annotations
 
@@ -6,21 +7,31 @@ from typing import Any
 
 from airbyte_cdk.models import ConnectorSpecification
 
-from .config import DEFAULTS
+from .config import BOUNDS, DEFAULTS, FIRST_DATE
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
 
 
-def _int(title: str, key: str, description: str, order: int, minimum: int = 0, **extra: Any) -> dict[str, Any]:
+def _ranged(kind: str, title: str, key: str, description: str, order: int) -> dict[str, Any]:
+    """A number setting with its default and its range from config.py."""
+    minimum, maximum = BOUNDS[key]
     return {
         "title": title,
-        "type": "integer",
+        "type": kind,
         "minimum": minimum,
+        "maximum": maximum,
         "default": DEFAULTS[key],
         "description": description,
         "order": order,
-        **extra,
     }
+
+
+def _int(title: str, key: str, description: str, order: int) -> dict[str, Any]:
+    return _ranged("integer", title, key, description, order)
+
+
+def _number(title: str, key: str, description: str, order: int) -> dict[str, Any]:
+    return _ranged("number", title, key, description, order)
 
 
 CONNECTION_SPECIFICATION: dict[str, Any] = {
@@ -59,6 +70,7 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
                         "project_id": {
                             "title": "Project ID",
                             "type": "integer",
+                            "minimum": 1,
                             "description": "Your project's id (Project Settings > Overview).",
                             "order": 3,
                         },
@@ -95,8 +107,8 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "type": "string",
             "pattern": DATE_PATTERN,
             "examples": ["2024-01-01", "2024-01-01T00:00:00Z"],
-            "description": "The first day of events to replicate, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ. "
-            f"Default: {DEFAULTS['default_start_days_ago']} days ago.",
+            "description": "The first day of events to replicate, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, from "
+            f"{FIRST_DATE} (Mixpanel's launch) to today. Default: {DEFAULTS['default_start_days_ago']} days ago.",
             "order": 2,
         },
         "end_date": {
@@ -104,7 +116,8 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "type": "string",
             "pattern": DATE_PATTERN,
             "examples": ["2024-12-31"],
-            "description": "The last day of events to replicate (inclusive). Default: today.",
+            "description": "The last day of events to replicate (inclusive), from "
+            f"{FIRST_DATE} to a year after today. Default: today.",
             "order": 3,
         },
         "project_timezone": {
@@ -129,7 +142,7 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
         },
         "date_window_size": _int(
             "Days per request", "date_window_size", "How many days of events one export request asks "
-            "for. Windows Mixpanel cannot answer in time are split automatically.", 6, minimum=1,
+            "for. Windows Mixpanel cannot answer in time are split automatically.", 6,
         ),
         "attribution_window": _int(
             "Attribution window (days)", "attribution_window", "Events Mixpanel processes up to this many days after "
@@ -158,46 +171,34 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "title": "API base URL (advanced)",
             "type": "string",
             "description": "Overrides scheme://host[:port] of every request (a corporate proxy, a test "
-            "server). Leave empty to use the region's host.",
+            "server); no path. https:// is required except for this machine (localhost, 127.0.0.0/8, ::1). "
+            "Leave empty to use the region's host.",
             "order": 11,
         },
         "requests_per_hour": _int(
             "Export queries per hour", "requests_per_hour", "Mixpanel allows 60 raw-export queries per "
-            "hour per project; raise only if your plan allows more.", 12, minimum=1,
+            "hour per project; raise only if your plan allows more.", 12,
         ),
         "requests_per_second": _int(
-            "Export queries per second", "requests_per_second", "Mixpanel allows 3 per second.", 13, minimum=1,
+            "Export queries per second", "requests_per_second", "Mixpanel allows 3 per second.", 13,
         ),
         "max_concurrent_requests": _int(
             "Concurrent requests", "max_concurrent_requests", "Windows downloaded at once, ahead of the "
-            "one being emitted (each is held on local disk until emitted).", 14, minimum=1, maximum=100,
+            "one being emitted (each is held on local disk until emitted).", 14,
         ),
-        "request_timeout_seconds": {
-            "title": "Read timeout (seconds)",
-            "type": "number",
-            "minimum": 1,
-            "default": DEFAULTS["request_timeout_seconds"],
-            "description": "How long a response may stay silent before the attempt is retried.",
-            "order": 15,
-        },
-        "max_retry_seconds": {
-            "title": "Retry budget per window (seconds)",
-            "type": "number",
-            "minimum": 0,
-            "default": DEFAULTS["max_retry_seconds"],
-            "description": "How long one window may keep failing (429, 5xx, cut-off responses) before the "
-            "sync stops with an error, after checkpointing everything delivered.",
-            "order": 16,
-        },
-        "retry_initial_backoff_seconds": {
-            "title": "First retry wait (seconds)",
-            "type": "number",
-            "minimum": 0,
-            "default": DEFAULTS["retry_initial_backoff_seconds"],
-            "description": "The first wait of the exponential backoff (doubles each attempt, capped at "
-            "5 minutes); a Retry-After header takes precedence.",
-            "order": 17,
-        },
+        "request_timeout_seconds": _number(
+            "Read timeout (seconds)", "request_timeout_seconds",
+            "How long a response may stay silent before the attempt is retried.", 15,
+        ),
+        "max_retry_seconds": _number(
+            "Retry budget per window (seconds)", "max_retry_seconds", "How long one window may keep failing "
+            "(429, 5xx, cut-off responses) before the sync stops with an error, after checkpointing everything "
+            "delivered.", 16,
+        ),
+        "retry_initial_backoff_seconds": _number(
+            "First retry wait (seconds)", "retry_initial_backoff_seconds", "The first wait of the exponential "
+            "backoff (doubles each attempt, capped at 5 minutes); a Retry-After header takes precedence.", 17,
+        ),
         "skip_bad_lines": {
             "title": "Skip lines that are not JSON",
             "type": "boolean",
@@ -210,8 +211,7 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "Events per request (advanced)", "window_target_events", "About how many events one export "
             "request should return. Days are grouped into requests, or one day is cut into pieces, by the "
             "volume the requests so far returned, up to 'Days per request'. Lower it if windows take too "
-            "long or too much temporary disk (about a tenth of their JSON size each).", 19, minimum=1,
-            maximum=100_000_000,
+            "long or too much temporary disk (about a tenth of their JSON size each).", 19,
         ),
     },
 }

@@ -6,6 +6,10 @@ happened, has been emitted. `in_progress` says the same for the days up to its `
 another watermark (a sync partway, or one whose end_date stopped short of `synced_through`).
 Nothing per event is kept.
 
+A state is input the connector cannot trust: a state from a clock in the future would make every
+later sync skip new events without an error, so dates after tomorrow and watermarks more than an
+hour ahead are refused with a config error that says to reset the stream (see `parse_state`).
+
 Why the next sync loses nothing within that promise: it re-reads, keeping only events processed
 after the watermark of the part that covers them, every day from the watermark's date minus N days
 (an event processed later and at most N days late cannot be older), and reads whole the days never
@@ -16,20 +20,30 @@ processed by then was in the answers it emitted.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
-from .config import Config
+from .config import FIRST_DATE, Config
 from .errors import config_error
 from .windows import Segment, plan_segments
+
+if TYPE_CHECKING:
+    from airbyte_cdk.models import AirbyteStateMessage
 
 STATE_VERSION = 2
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
 ONE_DAY = dt.timedelta(days=1)
 MS_PER_DAY = 86_400_000
+STREAM_NAME = "export"  # records.STREAM_NAME; not imported, so reading a state needs no record machinery
+# How far a state may lie ahead of this machine's clock. A date may be tomorrow (the furthest-ahead
+# timezone is one date ahead of UTC); a watermark comes from Mixpanel's clock, which may differ from
+# ours by a little.
+DATE_SKEW = dt.timedelta(days=1)
+WATERMARK_SKEW_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -136,28 +150,33 @@ def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
     return SyncPlan(first, end, segments)
 
 
-def parse_state(raw: Any) -> ExportState:
-    """Read a stream state: ours, the official connector's `{"time": ...}`, or none at all."""
+def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
+    """Read a stream state: ours, the official connector's `{"time": ...}`, or none at all.
+
+    `now` (default: the wall clock) is the present the state must not lie after: a state dated in the
+    future would make this and every later sync skip every new event, exit 0.
+    """
     if raw is None or raw == {} or (isinstance(raw, Mapping) and raw.get(NO_CURSOR_MARKER)):
         return ExportState()
     if not isinstance(raw, Mapping):
         raise _bad(f"it is a {type(raw).__name__}, not a JSON object")
+    present = _Present.at(now)
     if "version" not in raw:
-        return _migrate(raw)
+        return _migrate(raw, present)
     if raw.get("version") != STATE_VERSION:
-        raise _bad(f"version {raw.get('version')!r} is not one this connector writes ({STATE_VERSION})")
+        raise _bad(f"version {_shown(raw.get('version'))} is not one this connector writes ({STATE_VERSION})")
     unknown = set(raw) - {"version", "synced_through", "watermark_ms", "watermark", "in_progress"}
     if unknown:
-        raise _bad(f"unknown keys {sorted(unknown)}")
+        raise _bad(f"unknown keys {_shown(sorted(map(str, unknown)))}")
     partial = raw.get("in_progress")
     if partial is not None and not isinstance(partial, Mapping):
         raise _bad("'in_progress' must be an object")
     partial = partial or {}
     state = ExportState(
-        synced_through=_day(raw.get("synced_through"), "synced_through"),
-        watermark_ms=_millis(raw.get("watermark_ms"), "watermark_ms"),
-        partial_through=_day(partial.get("through"), "in_progress.through"),
-        partial_watermark_ms=_millis(partial.get("watermark_ms"), "in_progress.watermark_ms"),
+        synced_through=present.day(raw.get("synced_through"), "synced_through"),
+        watermark_ms=present.millis(raw.get("watermark_ms"), "watermark_ms"),
+        partial_through=present.day(partial.get("through"), "in_progress.through"),
+        partial_watermark_ms=present.millis(partial.get("watermark_ms"), "in_progress.watermark_ms"),
     )
     if state.watermark_ms is not None and state.synced_through is None:
         raise _bad("'watermark_ms' is given without 'synced_through'")
@@ -166,23 +185,105 @@ def parse_state(raw: Any) -> ExportState:
     return state
 
 
-def _migrate(raw: Mapping[str, Any]) -> ExportState:
+def stream_state_of(
+    state_messages: Sequence[AirbyteStateMessage] | None, namespace: str | None = None
+) -> Any:
+    """The export stream's raw stream_state from the --state messages (None when there is none).
+
+    This connector only ever writes per-stream STATE messages. A GLOBAL or LEGACY state, or several
+    entries for `export`, came from somewhere else; guessing which part to trust could lose data, so
+    each is a config error that says to reset. Entries for other streams are ignored.
+    """
+    found: list[Any] = []
+    for message in state_messages or ():
+        kind = getattr(getattr(message, "type", None), "value", getattr(message, "type", None))
+        if kind not in (None, "STREAM"):
+            raise _bad(f"it is a {kind} state; this connector keeps one per-stream (STREAM) state for 'export'")
+        stream = getattr(message, "stream", None)
+        if stream is None:
+            raise _bad("a STREAM state message has no 'stream'")
+        descriptor = stream.stream_descriptor
+        if descriptor.name == STREAM_NAME and (descriptor.namespace or None) == (namespace or None):
+            found.append(stream.stream_state)
+    if len(found) > 1:
+        raise _bad(f"it holds {len(found)} entries for stream 'export' (one is expected)")
+    if not found or found[0] is None:
+        return None
+    blob = found[0]
+    return dict(blob.__dict__) if hasattr(blob, "__dict__") else blob
+
+
+@dataclass(frozen=True)
+class _Present:
+    """The latest date and watermark a state may hold, from the present and the clock-skew allowance."""
+
+    latest_day: dt.date
+    latest_ms: int
+    today: dt.date
+
+    @classmethod
+    def at(cls, now: dt.datetime | None) -> _Present:
+        moment = now.astimezone(dt.UTC) if now else dt.datetime.now(dt.UTC)
+        return cls(moment.date() + DATE_SKEW, int(moment.timestamp() * 1000) + WATERMARK_SKEW_MS, moment.date())
+
+    def day(self, value: Any, key: str) -> dt.date | None:
+        """A YYYY-MM-DD date from Mixpanel's launch to tomorrow."""
+        if value is None:
+            return None
+        try:
+            day = dt.date.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise _bad(f"'{key}' must be a YYYY-MM-DD date, got {_shown(value)}") from None
+        return self.check_day(day, key, value)
+
+    def check_day(self, day: dt.date, key: str, value: Any) -> dt.date:
+        if day < FIRST_DATE:
+            raise _bad(f"'{key}' {_shown(value)} is before {FIRST_DATE}, when Mixpanel did not exist yet")
+        if day > self.latest_day:
+            raise _bad(
+                f"'{key}' {_shown(value)} lies in the future (today is {self.today} UTC): syncing from it "
+                "would skip every event until then. It was written by a clock set ahead"
+            )
+        return day
+
+    def millis(self, value: Any, key: str) -> int | None:
+        """Epoch milliseconds no more than WATERMARK_SKEW_MS ahead of now."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _bad(f"'{key}' must be epoch milliseconds (a whole number), got {_shown(value)}")
+        if value > self.latest_ms:
+            now = _readable(self.latest_ms - WATERMARK_SKEW_MS)
+            raise _bad(
+                f"'{key}' {_shown(value)} lies in the future (now is {now}): the next syncs would skip every "
+                "event processed until then. It was written by a clock set ahead"
+            )
+        return value
+
+
+def _migrate(raw: Mapping[str, Any], present: _Present) -> ExportState:
     """The official connector keeps the latest event time it saw; trust only the day before it.
 
     Its cursor is the maximum `time` of an unordered stream, so any day up to it may be incomplete:
-    the attribution window before it is read again whole (duplicates possible, no loss).
+    the attribution window before it is read again whole (duplicates possible, no loss). That time
+    comes from devices' clocks, so it can lie in the future: such a state is refused.
     """
     value = raw.get("time", raw.get("date"))
-    if not isinstance(value, str | int | float) or len(raw) != 1:
-        raise _bad(f"keys {sorted(raw)} are neither this connector's state nor the official {{'time': ...}}")
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or len(raw) != 1:
+        keys = _shown(sorted(map(str, raw)))
+        raise _bad(f"keys {keys} are neither this connector's state nor the official {{'time': ...}}")
     try:
         if isinstance(value, str):
             moment = pendulum.parse(value, tz="UTC")
+            day = moment.date()  # type: ignore[union-attr]
         else:
-            moment = pendulum.from_timestamp(value / 1000 if value > 10**11 else value)
+            if not math.isfinite(value) or abs(value) > 10**15:
+                raise ValueError(value)
+            seconds = value / 1000 if value > 10**11 else value
+            day = dt.datetime.fromtimestamp(seconds, dt.UTC).date()
     except Exception:
-        raise _bad(f"'time' {value!r} is not a date or timestamp") from None
-    day = moment.date()  # type: ignore[union-attr]
+        raise _bad(f"'time' {_shown(value)} is not a date or timestamp") from None
+    present.check_day(day, "time", value)
     return ExportState(synced_through=day, migrated_from=f"official state time={value}")
 
 
@@ -191,25 +292,16 @@ def day_of(epoch_ms: int, timezone: str) -> dt.date:
     return pendulum.from_timestamp(epoch_ms / 1000, tz=timezone).date()
 
 
-def _day(value: Any, key: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise _bad(f"'{key}' must be a YYYY-MM-DD date, got {value!r}") from None
-
-
-def _millis(value: Any, key: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _bad(f"'{key}' must be epoch milliseconds (a whole number), got {value!r}")
-    return value
-
-
 def _readable(epoch_ms: int) -> str:
     return dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for an error message, cut short (a state can hold a 4,000-digit number)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return "a number of more than 60 digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _bad(problem: str) -> Exception:

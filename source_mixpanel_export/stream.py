@@ -33,7 +33,7 @@ from .budget import RateBudget
 from .client import Download, ExportClient
 from .clock import Clock
 from .config import Config
-from .errors import config_error, system_error
+from .errors import system_error
 from .prefetch import fetch_in_order
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Tally, make_builder, window_records
 from .retry import DateAfterToday, TooLarge
@@ -251,8 +251,3 @@ class ExportStream(Stream):
 
 def _days(segment: Segment) -> int:
     return (segment.last_day - segment.first_day).days + 1
-
-
-def unknown_stream(name: str) -> Exception:
-    """A catalog that asks for a stream this source does not have."""
-    return config_error(f"The catalog asks for stream {name!r}; this source offers only {STREAM_NAME!r}.")

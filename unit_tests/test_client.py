@@ -278,7 +278,7 @@ class TickingClock(FakeClock):
 
 def test_given_a_long_download_when_fetched_then_progress_is_logged_every_two_minutes(fake, caplog):
     """The platform never sees a silent connector while a window downloads for hours."""
-    client, _, clock = make_client(fake, TickingClock(), max_retry_seconds=10**6)
+    client, _, clock = make_client(fake, TickingClock(), max_retry_seconds=600_000)
     with caplog.at_level(logging.INFO, logger="test"):
         download = client.fetch(WINDOW)
     progress = [r.message for r in caplog.records if "received so far" in r.message]

@@ -1,12 +1,15 @@
 """Config parsing: defaults, official-connector configs, and errors that name the field."""
 
+import base64
 import datetime as dt
+import math
 
 import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_mixpanel_export.config import ProjectSecret, ServiceAccount, parse_config
+from source_mixpanel_export.config import BOUNDS, DEFAULTS, ProjectSecret, ServiceAccount, parse_config
+from source_mixpanel_export.spec import CONNECTION_SPECIFICATION
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 SA = {"option_title": "Service Account", "username": "u", "secret": "s3cret", "project_id": 7}
@@ -130,3 +133,144 @@ def test_given_legacy_project_behind_utc_when_start_date_is_a_date_then_first_da
     raw = config(start_date="2024-03-08", project_timezone="US/Pacific", legacy_local_time=True)
     cfg = parse_config(raw, now=NOW)
     assert cfg.start_day() == dt.date(2024, 3, 8) and not cfg.start_has_time
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        ({"request_timeout_seconds": math.nan}, "request_timeout_seconds"),
+        ({"request_timeout_seconds": math.inf}, "request_timeout_seconds"),
+        ({"request_timeout_seconds": 1e308}, "request_timeout_seconds"),
+        ({"max_retry_seconds": math.nan}, "max_retry_seconds"),
+        ({"max_retry_seconds": -math.inf}, "max_retry_seconds"),
+        ({"retry_initial_backoff_seconds": math.nan}, "retry_initial_backoff_seconds"),
+        ({"retry_initial_backoff_seconds": 3601}, "retry_initial_backoff_seconds"),
+        ({"date_window_size": 10**9}, "date_window_size"),
+        ({"date_window_size": 2**63}, "date_window_size"),
+        ({"date_window_size": 10**5000}, "date_window_size"),
+        ({"date_window_size": "9" * 40}, "date_window_size"),
+        ({"attribution_window": 367}, "attribution_window"),
+        ({"export_lookback_window": 7 * 86400 + 1}, "export_lookback_window"),
+        ({"requests_per_hour": 100_001}, "requests_per_hour"),
+        ({"requests_per_second": 101}, "requests_per_second"),
+        ({"max_concurrent_requests": 101}, "max_concurrent_requests"),
+        ({"start_date": "0001-01-01"}, "start_date"),
+        ({"start_date": "2008-12-31"}, "start_date"),
+        ({"start_date": "2026-11-30"}, "start_date"),
+        ({"start_date": "2026-11-29T13:00:00Z"}, "start_date"),
+        ({"start_date": "9999-12-31T23:59:59-05:00"}, "start_date"),
+        ({"start_date": "\uff12\uff10\uff12\uff14-01-01"}, "start_date"),
+        ({"start_date": 20240101}, "start_date"),
+        ({"end_date": "0001-01-01"}, "end_date"),
+        ({"end_date": "9999-12-31"}, "end_date"),
+        ({"region": "MARS"}, "region"),
+        ({"region": 5}, "region"),
+        ({"project_timezone": 5}, "project_timezone"),
+        ({"api_base_url": "http://[::1"}, "api_base_url"),
+        ({"api_base_url": "http://127.0.0.1:99999"}, "api_base_url"),
+        ({"api_base_url": "http://127.0.0.1:abc"}, "api_base_url"),
+        ({"api_base_url": "https://proxy.example.com/mixpanel"}, "api_base_url"),
+        ({"api_base_url": "https://host?x=1"}, "api_base_url"),
+        ({"api_base_url": "http://data.mixpanel.com"}, "api_base_url"),
+        ({"api_base_url": "http://10.0.0.5:8080"}, "api_base_url"),
+        ({"api_base_url": "https://ho st"}, "api_base_url"),
+        ({"api_base_url": 5}, "api_base_url"),
+        ({"events": "Page View,Sign Up"}, "events"),
+        ({"events": {"a": 1}}, "events"),
+        ({"credentials": {**SA, "option_title": "Bogus"}}, "credentials.option_title"),
+        ({"credentials": {**SA, "secret": 12345}}, "credentials.secret"),
+        ({"credentials": {**SA, "secret": None}}, "credentials.secret"),
+        ({"credentials": {**SA, "username": ["u"]}}, "credentials.username"),
+        ({"credentials": {**SA, "project_id": "not-a-number"}}, "credentials.project_id"),
+        ({"credentials": {**SA, "project_id": 0}}, "credentials.project_id"),
+        ({"credentials": {**SA, "project_id": 2**64}}, "credentials.project_id"),
+        ({"credentials": {"option_title": "Project Secret"}}, "credentials.api_secret"),
+        ({"credentials": {"option_title": "Project Secret", "api_secret": 7}}, "credentials.api_secret"),
+    ],
+)
+def test_given_hostile_value_when_parsed_then_config_error_names_the_field(overrides, field):
+    """Absurd, non-finite, overflowing or unsendable values are config errors naming the field, never crashes."""
+    assert field in error_of(config(**overrides))
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "http://127.9.9.9"])
+def test_given_plain_http_to_this_machine_when_parsed_then_accepted(url):
+    """http:// is allowed for loopback hosts only (the fake server and tests)."""
+    assert parse_config(config(api_base_url=url), now=NOW).base_url == url
+
+
+def test_given_https_base_url_with_slash_when_parsed_then_normalised_without_path():
+    """A trailing slash is not a path; the result is scheme://host[:port]."""
+    assert parse_config(config(api_base_url=" https://Proxy.example.com:8443/ "), now=NOW).base_url == (
+        "https://proxy.example.com:8443"
+    )
+
+
+@pytest.mark.parametrize("url", ["ftp://u:pw-9f8e@host", "https://u:pw-9f8e@host", "http://u:pw-9f8e@10.0.0.1/x"])
+def test_given_base_url_with_a_password_when_refused_then_the_password_is_not_echoed(url):
+    """The api_base_url error names the problem, never the userinfo."""
+    message = error_of(config(api_base_url=url))
+    assert "api_base_url" in message and "pw-9f8e" not in message
+
+
+def test_given_string_event_without_comma_when_parsed_then_one_event():
+    """A single event name may be given as a plain string."""
+    assert parse_config(config(events="Page View"), now=NOW).events == ("Page View",)
+
+
+@pytest.mark.parametrize("title", ["Service Account", "Project Secret", None])
+def test_given_option_title_when_parsed_then_it_decides_the_kind(title):
+    """option_title picks the credential kind; without it the keys do."""
+    creds = {"api_secret": "p"} if title != "Service Account" else dict(SA)
+    if title:
+        creds["option_title"] = title
+    kind = ServiceAccount if title == "Service Account" else ProjectSecret
+    assert isinstance(parse_config(config(credentials=creds), now=NOW).credentials, kind)
+
+
+@pytest.mark.parametrize("field", ["username", "secret"])
+def test_given_credential_that_latin1_cannot_carry_when_parsed_then_config_error_without_the_value(field):
+    """requests sends Basic auth as Latin-1: a character outside it cannot be sent at all."""
+    message = error_of(config(credentials={**SA, field: "geheim-\u20ac-Wert"}))
+    assert f"credentials.{field}" in message and "geheim" not in message
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {**SA, "secret": "geheim-\u00fc\u00df-Wert"},
+        {"option_title": "Project Secret", "api_secret": "geheim-\u00fc\u00df-Wert"},
+    ],
+)
+def test_given_latin1_secret_when_forms_listed_then_wire_token_and_encodings_are_masked(credentials):
+    """The Basic token as requests sends it (Latin-1), its UTF-8 twin and every URL/JSON encoding are listed."""
+    cfg = parse_config(config(credentials=credentials), now=NOW)
+    user, password = cfg.credentials.basic_auth()
+    forms = cfg.secret_forms()
+    wire = base64.b64encode(f"{user}:{password}".encode("latin-1")).decode()
+    utf8 = base64.b64encode(f"{user}:{password}".encode()).decode()
+    expected = {"geheim-\u00fc\u00df-Wert", "geheim-%C3%BC%C3%9F-Wert", "geheim-\\u00fc\\u00df-Wert", wire, utf8}
+    assert expected <= set(forms)
+    assert [len(f) for f in forms] == sorted((len(f) for f in forms), reverse=True)
+
+
+def test_given_secret_with_spaces_when_forms_listed_then_both_url_encodings():
+    """quote() writes a space %20, quote_plus() '+': a query string may carry either."""
+    forms = parse_config(config(credentials={**SA, "secret": "a b/c"}), now=NOW).secret_forms()
+    assert "a%20b%2Fc" in forms and "a+b%2Fc" in forms
+
+
+def test_spec_ranges_and_defaults_are_the_parsers():
+    """The JSON schema carries exactly config.BOUNDS and config.DEFAULTS for every number setting."""
+    properties = CONNECTION_SPECIFICATION["properties"]
+    for key, (minimum, maximum) in BOUNDS.items():
+        assert (properties[key]["minimum"], properties[key]["maximum"]) == (minimum, maximum), key
+        assert properties[key]["default"] == DEFAULTS[key]
+        parse_config(config(**{key: maximum}), now=NOW)
+        parse_config(config(**{key: minimum}), now=NOW)
+
+
+def test_given_start_today_and_end_within_a_year_when_parsed_then_accepted():
+    """start_date today and an end_date up to a year ahead are valid (syncs stop at today)."""
+    cfg = parse_config(config(start_date="2026-11-29", end_date="2027-06-30"), now=NOW)
+    assert cfg.start_day() == dt.date(2026, 11, 29) and cfg.end_day == dt.date(2027, 6, 30)

@@ -9,7 +9,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from source_mixpanel_export.state import ExportState, parse_state
+from source_mixpanel_export.state import ExportState, parse_state, stream_state_of
 from source_mixpanel_export.windows import Planner, plan_segments
 
 D = dt.date
@@ -153,6 +153,102 @@ def test_given_malformed_state_when_parsed_then_config_error_names_the_problem(r
     """A state that cannot be trusted fails clearly instead of silently re-syncing."""
     with pytest.raises(AirbyteTracedException) as info:
         parse_state(raw)
+    assert info.value.failure_type == FailureType.config_error
+    assert problem in info.value.message and "Reset" in info.value.message
+
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+YEAR_MS = 365 * 86_400_000
+
+
+def error_of(raw) -> str:
+    with pytest.raises(AirbyteTracedException) as info:
+        parse_state(raw, now=NOW)
+    assert info.value.failure_type == FailureType.config_error
+    assert "Reset" in info.value.message
+    return info.value.message
+
+
+@pytest.mark.parametrize(
+    "raw,problem",
+    [
+        ({"time": "2100-01-01T00:00:00Z"}, "future"),
+        ({"time": 4102444800}, "future"),
+        ({"time": 4102444800000}, "future"),
+        ({"time": 10**20}, "'time'"),
+        ({"time": float("nan")}, "'time'"),
+        ({"time": float("inf")}, "'time'"),
+        ({"time": True}, "neither"),
+        ({"time": "0001-01-01T00:00:00Z"}, "2009-01-01"),
+        ({"version": 2, "synced_through": "2026-11-30", "watermark_ms": NOW_MS + YEAR_MS}, "future"),
+        ({"version": 2, "synced_through": "2026-11-30", "watermark_ms": 10**20}, "future"),
+        ({"version": 2, "synced_through": "2026-11-30", "watermark_ms": 10**5000}, "watermark_ms"),
+        ({"version": 2, "synced_through": "9999-12-31", "watermark_ms": NOW_MS}, "future"),
+        ({"version": 2, "synced_through": "2026-12-01", "watermark_ms": NOW_MS}, "synced_through"),
+        ({"version": 2, "synced_through": "0001-01-01", "watermark_ms": 1}, "2009-01-01"),
+        ({"version": 2, "synced_through": "2026-11-01", "watermark_ms": NOW_MS + 3_600_001}, "watermark_ms"),
+        (
+            {"version": 2, "synced_through": "2026-11-01", "watermark_ms": 1,
+             "in_progress": {"through": "2100-01-01", "watermark_ms": 1}},
+            "in_progress.through",
+        ),
+        (
+            {"version": 2, "synced_through": "2026-11-01", "watermark_ms": 1,
+             "in_progress": {"through": "2026-11-02", "watermark_ms": NOW_MS + YEAR_MS}},
+            "in_progress.watermark_ms",
+        ),
+    ],
+)
+def test_given_state_from_the_future_or_out_of_range_when_parsed_then_config_error_says_reset(raw, problem):
+    """A state after the present (or before Mixpanel) would lose data silently or crash: refused, naming it."""
+    assert problem in error_of(raw)
+
+
+def test_given_state_within_the_clock_skew_allowance_when_parsed_then_accepted():
+    """Tomorrow's date (the furthest-ahead timezones) and a watermark up to an hour ahead are fine."""
+    raw = {"version": 2, "synced_through": "2026-11-30", "watermark_ms": NOW_MS + 3_600_000}
+    assert parse_state(raw, now=NOW) == ExportState(D(2026, 11, 30), NOW_MS + 3_600_000)
+    assert parse_state({"time": "2026-11-30T23:00:00Z"}, now=NOW).synced_through == D(2026, 11, 30)
+
+
+def _messages(*entries):
+    from airbyte_cdk.models import AirbyteStateMessageSerializer
+
+    return [AirbyteStateMessageSerializer.load(entry) for entry in entries]
+
+
+def _stream(name="export", state=None, namespace=None):
+    descriptor = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
+    return {"type": "STREAM", "stream": {"stream_descriptor": descriptor, "stream_state": state}}
+
+
+def test_given_per_stream_state_when_extracted_then_the_export_blob_as_a_dict():
+    """The export entry's stream_state, whatever other streams the file names; None without one."""
+    blob = {"version": 2, "synced_through": "2024-01-01", "watermark_ms": 5}
+    assert stream_state_of(_messages(_stream("other", {"x": 1}), _stream(state=blob))) == blob
+    assert stream_state_of(_messages(_stream("other", {"x": 1}))) is None
+    assert stream_state_of(None) is None and stream_state_of([]) is None
+    assert stream_state_of(_messages(_stream(state=blob, namespace="ns"))) is None
+    assert stream_state_of(_messages(_stream(state=blob, namespace="ns")), namespace="ns") == blob
+
+
+@pytest.mark.parametrize(
+    "entries,problem",
+    [
+        (
+            [{"type": "GLOBAL", "global": {"shared_state": {"a": 1}, "stream_states": [
+                {"stream_descriptor": {"name": "export"}, "stream_state": {"time": "2024-01-01"}}]}}],
+            "GLOBAL",
+        ),
+        ([{"type": "LEGACY", "data": {"export": {"time": "2024-01-01"}}}], "LEGACY"),
+        ([_stream(state={"time": "2024-01-01"}), _stream(state={"time": "2024-02-01"})], "2 entries"),
+    ],
+)
+def test_given_state_this_connector_never_writes_when_extracted_then_config_error(entries, problem):
+    """GLOBAL, LEGACY or a doubled export entry: a config error saying to reset, never a crash or a guess."""
+    with pytest.raises(AirbyteTracedException) as info:
+        stream_state_of(_messages(*entries))
     assert info.value.failure_type == FailureType.config_error
     assert problem in info.value.message and "Reset" in info.value.message
 
