@@ -58,7 +58,7 @@ def write_inputs(folder: Path, server: FakeServer, window: int | None, concurren
         "api_base_url": server.url,
         "start_date": server.first_day.isoformat(),
         "end_date": server.last_day.isoformat(),
-        "requests_per_second": 1000,
+        "requests_per_second": 100,
         "requests_per_hour": 100000,
     }
     if window is not None:

@@ -92,34 +92,66 @@ class Tally:
         return Tally(self.count + later.count, self.bad + later.bad, first, self.lines + later.lines)
 
 
-def window_records(chunks: Iterable[bytes], build: Build, tally: Tally) -> Iterator[dict[str, Any]]:
-    """The records of a body's lines, in order; blank lines are skipped, bad ones counted in `tally`
-    (which is complete once the generator is exhausted or closed)."""
+Records = list[dict[str, Any]]
+
+
+@dataclass
+class Batch:
+    """The records of a batch of lines, and, when every line gave one record, the lines and their
+    parsed events (for `record_bytes`, which takes the properties' bytes from the line)."""
+
+    records: Records
+    events: list[Any] | None = None
+    lines: list[bytes] | None = None
+
+
+def window_records(chunks: Iterable[bytes], build: Build, tally: Tally) -> Iterator[Batch]:
+    """The records of a body's lines, in order, a list per batch of lines (so that the layers above
+    pass a few thousand records per step, not one); blank lines are skipped, bad ones counted in
+    `tally` (complete once the generator is exhausted)."""
     for lines, exact in iter_line_batches(chunks):
-        yield from window_records_of_lines(lines, exact, build, tally)
+        batch = records_of_lines(lines, exact, build, tally)
+        if batch.records:
+            yield batch
 
 
-def window_records_of_lines(lines: list[bytes], exact: bool, build: Build, tally: Tally) -> Iterator[dict[str, Any]]:
-    """window_records for one batch of lines from iter_line_batches."""
+def records_of_lines(lines: list[bytes], exact: bool, build: Build, tally: Tally) -> Batch:
+    """The records of one batch of lines from iter_line_batches, counted in `tally`.
+
+    A batch of plain events goes through one list comprehension; one that holds anything else (a
+    blank or bad line, an event before the start time) is gone through again line by line.
+    """
     loads = json.loads if exact else orjson.loads  # see lines.parse_line
-    position, count, bad, first_bad = tally.lines, 0, 0, tally.first_bad
     try:
-        for line in lines:
-            position += 1
-            try:
-                record = build(loads(line))
-            except ValueError:  # not JSON, or JSON that is not an event
-                if line.strip():
-                    bad += 1
-                    first_bad = first_bad or position
-                continue
-            if record is not None:
-                count += 1
-                yield record
-    finally:
-        tally.lines, tally.first_bad = position, first_bad
-        tally.count += count
-        tally.bad += bad
+        events = [loads(line) for line in lines]
+        records = [build(event) for event in events]
+    except ValueError:  # not JSON, or JSON that is not an event (blank lines too)
+        pass
+    else:
+        if None not in records:  # a builder with a start time gives None for an earlier event
+            tally.lines += len(lines)
+            tally.count += len(records)
+            return Batch(records, events, lines)  # type: ignore[arg-type]
+    return Batch(_records_line_by_line(lines, loads, build, tally))
+
+
+def _records_line_by_line(lines: list[bytes], loads: Callable[[bytes], Any], build: Build, tally: Tally) -> Records:
+    records: Records = []
+    position, first_bad = tally.lines, tally.first_bad
+    for line in lines:
+        position += 1
+        try:
+            record = build(loads(line))
+        except ValueError:
+            if line.strip():
+                tally.bad += 1
+                first_bad = first_bad or position
+            continue
+        if record is not None:
+            records.append(record)
+    tally.lines, tally.first_bad = position, first_bad
+    tally.count += len(records)
+    return records
 
 
 # Table lookups for the time of day: the date is cached per day, the rest is indexing, no formatting.
@@ -336,3 +368,37 @@ def _exact_ints(value: Any) -> Any:
             changed = dict(value) if type(value) is dict else list(value)
         changed[key] = new
     return value if changed is None else changed
+
+
+_PLAIN_START = b'{"event"'  # a line whose first key is "event"
+_PROPERTIES_KEY = b'"properties":'
+
+
+def record_bytes(batch: Batch) -> list[bytes]:
+    """The data JSON of each record of a batch: the one producer of record bytes (records.record_lines
+    wraps them in RECORD messages).
+
+    A record whose line is a plain event, `{"event": ..., "properties": {...}}` and nothing else,
+    gets the properties' bytes as Mixpanel sent them, sliced from the line: serializing them again
+    would cost most of a record's time, and the slice is the same JSON value (numbers even keep
+    their digits). In such a line the first `"properties":` is the key: a string can hold `"` only
+    escaped. Any other record is serialized whole.
+    """
+    if batch.events is None or batch.lines is None:
+        return [record_json(record) for record in batch.records]
+    dumps, out = orjson.dumps, []
+    for record, event, line in zip(batch.records, batch.events, batch.lines, strict=True):
+        body = None
+        if len(event) == 2 and line.startswith(_PLAIN_START):
+            cut = line.find(_PROPERTIES_KEY)
+            end = line.rfind(b"}")
+            properties = record.pop("properties")
+            try:
+                head = dumps(record)
+            except TypeError:  # an integer beyond 64 bits in a field: see record_json
+                head = None
+            record["properties"] = properties  # back, and last, as it was
+            if head is not None and 0 < cut < end:
+                body = head[:-1] + b',"properties":' + line[cut + len(_PROPERTIES_KEY) : end] + b"}"
+        out.append(body if body is not None else record_json(record))
+    return out

@@ -19,6 +19,7 @@ from airbyte_cdk.logger import PRINT_BUFFER
 from .entry import Entrypoint
 from .errors import config_error
 from .malloc import keep_heap_small
+from .records import Batch
 from .source import SourceMixpanelExport
 from .writer import MessageWriter
 
@@ -42,8 +43,8 @@ def read(source: SourceMixpanelExport, args: list[str], out: IO[bytes]) -> None:
         state = _read_json(source.read_state, parsed.state, "state") if parsed.state else []
         try:
             for item in source.read_items(logger, config, catalog, state):
-                if type(item) is dict:
-                    writer.record(item)
+                if type(item) is Batch:
+                    writer.records(item)
                 else:
                     writer.message(item)  # type: ignore[arg-type]
         finally:

@@ -28,7 +28,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from .catalog import configured_export
 from .check import run_check
 from .config import Config, parse_config
-from .records import STREAM_NAME
+from .records import STREAM_NAME, Batch
 from .spec import CONNECTION_SPECIFICATION, connector_specification
 from .state import parse_state, stream_state_of
 from .stream import ExportReader, ExportStream, Item
@@ -78,8 +78,8 @@ class SourceMixpanelExport(AbstractSource):
     ) -> Iterator[AirbyteMessage]:
         """The Airbyte read: every item of `read_items`, records wrapped as RECORD messages."""
         for item in self.read_items(logger, self._parse(config), catalog, state):
-            if type(item) is dict:
-                yield record_message(item)
+            if type(item) is Batch:
+                yield from map(record_message, item.records)
             else:
                 yield item  # type: ignore[misc]
 
@@ -90,7 +90,7 @@ class SourceMixpanelExport(AbstractSource):
         catalog: ConfiguredAirbyteCatalog,
         state: list[AirbyteStateMessage] | None = None,
     ) -> Iterator[Item]:
-        """The read as record dicts and messages: `read` above wraps the records for the CDK, run.py
+        """The read as batches of record dicts, and messages: `read` above wraps the records for the CDK, run.py
         writes them itself (writer.py). Both take the same items, so both give the same records."""
         configured = configured_export(catalog)
         if configured is None:  # nothing selected: nothing to read

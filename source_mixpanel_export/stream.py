@@ -35,12 +35,12 @@ from .clock import Clock
 from .config import Config
 from .errors import system_error
 from .prefetch import fetch_in_order
-from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Tally, make_builder, window_records
+from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tally, make_builder, window_records
 from .retry import DateAfterToday, TooLarge
 from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, sync_plan
 from .windows import ONE_DAY, Planner, Segment, Window, split_window
 
-Item = dict[str, Any] | AirbyteMessage  # a record's data, or a message ready to write
+Item = Batch | AirbyteMessage  # a batch of records, or a message ready to write
 
 
 def state_message(state: Mapping[str, Any]) -> AirbyteMessage:
@@ -131,7 +131,7 @@ class ExportReader:
         elif watermark is None:
             yield state_message({NO_CURSOR_MARKER: True})
 
-    def _records(self, download: Download) -> Generator[dict[str, Any], None, int]:
+    def _records(self, download: Download) -> Generator[Batch, None, int]:
         """The window's records, in the order Mixpanel sent them; returns how many.
 
         Lines the body check found not to be JSON objects fail the window before any of it is emitted
@@ -245,8 +245,8 @@ class ExportStream(Stream):
         """Every record of a full-refresh read (the connector's own read path is ExportReader)."""
         reader = ExportReader(self._config, self.logger)
         for item in reader.read(SyncMode.full_refresh, ExportState()):
-            if isinstance(item, dict):
-                yield item
+            if type(item) is Batch:
+                yield from item.records
 
 
 def _days(segment: Segment) -> int:

@@ -21,7 +21,11 @@ MAX_PIECES = 24  # the most pieces a day is planned in: one hour each
 # The window target in bytes of JSON, per event of the target: 1M events of the target are 512 MB,
 # so that a project of heavy events (up to 1 MB each) gets windows bounded in bytes as well.
 BYTES_PER_TARGET_EVENT = 512
-RATES_KEPT = 3  # the estimate of a day's volume is the largest of the last few windows' (volume grows)
+RATES_KEPT = 3
+# The first window of a kind, whose volume nothing tells yet, has at most this many days: a heavy
+# project is found out in fewer halvings than from a month, and the next window (sized by it)
+# downloads while it is emitted; a light project pays one request more than a month-long window.
+PROBE_DAYS = 7  # the estimate of a day's volume is the largest of the last few windows' (volume grows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +96,9 @@ class Planner:
     A window covers at most `max_days` days and, at the volume seen so far, about `target_events`
     events: fewer days when days are heavy, and one day in sub-day pieces when a day alone is heavier
     than the target. Windows of late arrivals return far less than whole days, so the two kinds are
-    estimated apart. Until a window of a kind has been read its volume is unknown: the first is
-    `max_days` long and goes alone (`ready` is False meanwhile), so that a heavy project is found out
-    by one request, not by several at once; one too large to hold is split (see client.Oversized).
+    estimated apart. Until a window of a kind has been read its volume is unknown: the first has at
+    most PROBE_DAYS days and goes alone (`ready` is False meanwhile), so that a heavy project is found
+    out by one request, not by several at once; one too large to hold is split (client.OVERSIZE_FACTOR).
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class Planner:
         rate = self.rate(late)
         days, pieces = self._max_days, 1
         if rate is None:
+            days = min(self._max_days, PROBE_DAYS)
             self._probing.add(late)
         elif rate > self._target:
             days, pieces = 1, min(math.ceil(rate / self._target), MAX_PIECES)

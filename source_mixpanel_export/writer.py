@@ -16,7 +16,7 @@ from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
-from .records import now_ms, record_json, record_lines
+from .records import Batch, now_ms, record_bytes, record_json, record_lines
 
 FLUSH_BYTES = 1 << 18
 
@@ -41,6 +41,11 @@ class MessageWriter:
         self._pending += len(body)
         if self._pending >= FLUSH_BYTES:
             self.flush()
+
+    def records(self, batch: Batch) -> None:
+        """A batch of RECORD lines, written at once (a batch is about a megabyte of records)."""
+        self._bodies += record_bytes(batch)
+        self.flush()
 
     def message(self, message: AirbyteMessage) -> None:
         """Any other message, serialized by the CDK; STATE gets the record count since the last one."""

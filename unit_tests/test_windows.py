@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from source_mixpanel_export.windows import (
     BYTES_PER_TARGET_EVENT,
+    PROBE_DAYS,
     Planner,
     Segment,
     Window,
@@ -116,20 +117,20 @@ def test_given_coverage_reaching_before_the_first_day_when_planned_then_it_is_sk
 
 
 def test_given_light_days_when_planned_then_windows_grow_to_the_target_within_max_days():
-    """The first window has max_days; after it, as many days as the target holds at the volume seen."""
+    """The first window has PROBE_DAYS; after it, as many days as the target holds at the volume seen."""
     planner = Planner([Segment(D(2024, 1, 1), D(2024, 3, 31))], 30, 500, "UTC")
     first = planner.next()
-    assert first == Window(D(2024, 1, 1), D(2024, 1, 30)) and not planner.ready()
-    planner.observe(first, events=3000, size=3000 * 100)  # 100 events a day
+    assert first == Window(D(2024, 1, 1), D(2024, 1, 1) + dt.timedelta(days=PROBE_DAYS - 1)) and not planner.ready()
+    planner.observe(first, events=100 * PROBE_DAYS, size=0)  # 100 events a day
     assert planner.ready()
-    assert [w.days for w in iter(planner.next, None)] == [5] * 12 + [1]
+    assert [w.days for w in iter(planner.next, None)] == [5] * 16 + [4]
 
 
 def test_given_bytes_heavier_than_the_events_when_planned_then_bytes_size_the_windows():
     """Events of 5 kB count ten times: a target of 500 events is 500 * 512 bytes."""
     planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 31))], 10, 500, "UTC")
     first = planner.next()
-    planner.observe(first, events=100, size=100 * 10 * BYTES_PER_TARGET_EVENT)  # 10 a day, 10x heavy
+    planner.observe(first, events=10 * PROBE_DAYS, size=100 * PROBE_DAYS * BYTES_PER_TARGET_EVENT)  # 10x heavy
     assert planner.next().days == 5
 
 
@@ -137,10 +138,12 @@ def test_given_a_day_heavier_than_the_target_when_planned_then_it_comes_in_piece
     """3,000 events a day, a target of 1,000: each day in three 8-hour pieces, the outer ones open."""
     planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 12))], 10, 1000, "UTC")
     first = planner.next()
-    planner.observe(first, events=30_000, size=0)
+    planner.observe(first, events=3000 * PROBE_DAYS, size=0)
     pieces = list(iter(planner.next, None))
     eight_hours = 8 * 3600
-    for day, three in ((D(2024, 1, 11), pieces[:3]), (D(2024, 1, 12), pieces[3:])):
+    days = [D(2024, 1, 1) + dt.timedelta(days=n) for n in range(PROBE_DAYS, 12)]
+    assert len(pieces) == 3 * len(days)
+    for day, three in ((day, pieces[3 * i : 3 * i + 3]) for i, day in enumerate(days)):
         midnight = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
         assert [(p.first_day, p.last_day, p.time_from, p.time_to) for p in three] == [
             (day, day, None, midnight + eight_hours),
@@ -154,11 +157,12 @@ def test_given_late_arrival_days_when_planned_then_their_volume_is_estimated_apa
     segments = [Segment(D(2024, 1, 1), D(2024, 1, 20), 500), Segment(D(2024, 1, 21), D(2024, 2, 20))]
     planner = Planner(segments, 10, 1000, "UTC")
     late = planner.next()
-    assert late == Window(D(2024, 1, 1), D(2024, 1, 10), 500)
+    assert late == Window(D(2024, 1, 1), D(2024, 1, 7), 500)
     planner.observe(late, events=10, size=0)
-    assert planner.next() == Window(D(2024, 1, 11), D(2024, 1, 20), 500)
+    assert planner.next() == Window(D(2024, 1, 8), D(2024, 1, 17), 500)
+    assert planner.next() == Window(D(2024, 1, 18), D(2024, 1, 20), 500)
     whole = planner.next()
-    assert whole == Window(D(2024, 1, 21), D(2024, 1, 30)) and planner.rate() is None and not planner.ready()
+    assert whole == Window(D(2024, 1, 21), D(2024, 1, 27)) and planner.rate() is None and not planner.ready()
 
 
 def test_given_mixpanels_today_earlier_when_stopped_after_a_day_then_nothing_later_is_planned():
