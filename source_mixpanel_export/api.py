@@ -63,16 +63,25 @@ class Deadline:
         )
 
     def watch(self) -> None:
-        """Until the attempt ends: shut its socket down once it is past its deadline."""
+        """Until the attempt ends: shut its socket down once it is past its deadline (and keep trying
+        while it has none yet, as while it connects).
+
+        Once the headers are in, only the response's own socket is shut down: the connection object
+        goes back to the shared pool when the body has been read, and may by then serve another thread.
+        """
         while not self._done.wait(WATCH_SECONDS):
-            if self.elapsed() > self.grace + self.received / MIN_BYTES_PER_SECOND:
-                self.expired = True
-                sock = _response_socket(self.response) or getattr(self.connection, "sock", None)
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+            if self.elapsed() <= self.grace + self.received / MIN_BYTES_PER_SECOND:
+                continue
+            self.expired = True
+            if self.response is not None:
+                sock = _response_socket(self.response)
+            else:
+                sock = getattr(self.connection, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 return
 
     def end(self) -> None:

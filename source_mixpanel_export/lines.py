@@ -12,6 +12,7 @@ a run of zeros costs ~0.3 µs a line, once per chunk, and only the runs found ar
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -135,13 +136,33 @@ def _isolate_exact_lines(body: bytes, masked: bytes, hit: int) -> Iterator[Batch
     yield body[start:].split(b"\n"), False
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text} is beyond a double")
+    return value
+
+
+def exact_loads(line: bytes) -> Any:
+    """The standard library's parser, as strict as orjson: UTF-8 only, no NaN or Infinity, no number
+    beyond a double but integers (those are kept exact). Too deep a nesting is a ValueError too."""
+    try:
+        return json.loads(line.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def parse_line(line: bytes, exact: bool = False) -> Any:
     """Parse one JSON line; `exact` (a line iter_line_batches flagged) uses the stdlib, which keeps
     integers beyond 64 bits, at about three times orjson's cost.
 
     Raises ValueError (orjson.JSONDecodeError is one) when the line is not JSON.
     """
-    return json.loads(line) if exact else orjson.loads(line)
+    return exact_loads(line) if exact else orjson.loads(line)
 
 
 def is_trailer(line: bytes) -> bool:

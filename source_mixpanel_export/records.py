@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pendulum
 
-from .lines import iter_line_batches
+from .lines import exact_loads, iter_line_batches
 
 STREAM_NAME = "export"
 RECORD_PREFIX = b'{"type":"RECORD","record":{"stream":"' + STREAM_NAME.encode() + b'","data":'
@@ -121,7 +121,7 @@ def records_of_lines(lines: list[bytes], exact: bool, build: Build, tally: Tally
     A batch of plain events goes through one list comprehension; one that holds anything else (a
     blank or bad line, an event before the start time) is gone through again line by line.
     """
-    loads = json.loads if exact else orjson.loads  # see lines.parse_line
+    loads = exact_loads if exact else orjson.loads  # see lines.parse_line
     try:
         events = [loads(line) for line in lines]
         records = [build(event) for event in events]
@@ -177,7 +177,8 @@ class IsoTime:
         """`YYYY-MM-DDT` of a day since 1970-01-01, cached."""
         if len(self.dates) > 100_000:
             self.dates.clear()
-        date = self.dates[day] = (_EPOCH + dt.timedelta(days=day)).strftime("%Y-%m-%dT")
+        moment = _EPOCH + dt.timedelta(days=day)
+        date = self.dates[day] = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"  # %Y does not pad
         return date
 
 
@@ -370,35 +371,43 @@ def _exact_ints(value: Any) -> Any:
     return value if changed is None else changed
 
 
-_PLAIN_START = b'{"event"'  # a line whose first key is "event"
-_PROPERTIES_KEY = b'"properties":'
+_PROPERTIES_KEY = b',"properties":'
 
 
 def record_bytes(batch: Batch) -> list[bytes]:
     """The data JSON of each record of a batch: the one producer of record bytes (records.record_lines
     wraps them in RECORD messages).
 
-    A record whose line is a plain event, `{"event": ..., "properties": {...}}` and nothing else,
-    gets the properties' bytes as Mixpanel sent them, sliced from the line: serializing them again
-    would cost most of a record's time, and the slice is the same JSON value (numbers even keep
-    their digits). In such a line the first `"properties":` is the key: a string can hold `"` only
-    escaped. Any other record is serialized whole.
+    A record whose line is a compact plain event, `{"event":<name>,"properties":{...}}` as Mixpanel
+    writes it (its name as orjson writes it, two keys), gets the properties' bytes as Mixpanel sent
+    them, sliced from the line: serializing them again would cost most of a record's time (5.1 against
+    2.0 µs here), and the slice is the same JSON value (numbers even keep their digits). A line in
+    any other form (spaces, escaped keys, other key order) is serialized whole.
     """
     if batch.events is None or batch.lines is None:
         return [record_json(record) for record in batch.records]
-    dumps, out = orjson.dumps, []
+    out = []
     for record, event, line in zip(batch.records, batch.events, batch.lines, strict=True):
-        body = None
-        if len(event) == 2 and line.startswith(_PLAIN_START):
-            cut = line.find(_PROPERTIES_KEY)
-            end = line.rfind(b"}")
-            properties = record.pop("properties")
-            try:
-                head = dumps(record)
-            except TypeError:  # an integer beyond 64 bits in a field: see record_json
-                head = None
-            record["properties"] = properties  # back, and last, as it was
-            if head is not None and 0 < cut < end:
-                body = head[:-1] + b',"properties":' + line[cut + len(_PROPERTIES_KEY) : end] + b"}"
+        body = _sliced(record, event, line) if len(event) == 2 else None
         out.append(body if body is not None else record_json(record))
     return out
+
+
+def _sliced(record: dict[str, Any], event: dict[str, Any], line: bytes) -> bytes | None:
+    """The record's bytes with the properties sliced from a compact plain event line, else None."""
+    try:
+        start = b'{"event":' + orjson.dumps(event["event"])
+    except TypeError:  # a lone surrogate (the exact parser lets one through)
+        return None
+    cut = len(start)
+    end = line.rfind(b"}")
+    if not (line.startswith(start) and line.startswith(_PROPERTIES_KEY, cut) and cut < end):
+        return None
+    properties = record.pop("properties")
+    try:
+        head = orjson.dumps(record)
+    except TypeError:  # an integer beyond 64 bits in a field: see record_json
+        return None
+    finally:
+        record["properties"] = properties  # back, and last, as it was
+    return head[:-1] + line[cut:end] + b"}"

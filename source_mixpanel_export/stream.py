@@ -106,8 +106,10 @@ class ExportReader:
                 self._replace, (TooLarge, DateAfterToday),
             )
             for done, download in enumerate(downloads, start=1):
-                count = yield from self._records(download)
                 window = download.window
+                if window.first_day > self._end:  # past Mixpanel's today, answered as its day rolled over:
+                    continue  # a piece of that day may have been dropped, so none of it counts
+                count = yield from self._records(download)
                 if watermark is None or download.server_time_ms < watermark:
                     watermark = download.server_time_ms
                 self._log_progress(download, count, done, started)
@@ -172,7 +174,7 @@ class ExportReader:
                 + ", ".join(p.label() for p in parts) + "."
             )
             return parts
-        last = window.last_day - ONE_DAY
+        last = min(window.last_day - ONE_DAY, self._end)
         self._logger.warning(
             f"Mixpanel says {window.last_day} is later than its today ({exc}): its clock or the "
             f"project's timezone is behind ours. Reading up to {last} instead; check project_timezone."

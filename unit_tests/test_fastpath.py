@@ -299,9 +299,13 @@ def test_given_records_between_states_when_written_then_order_and_counts_are_kep
         b'{"event":"E","properties":{"time":5},"extra":{"a":1}}',
         b'{"event":"E","properties":{"time":6,"$insert_id":"s","lone":"\\ud800"}}',
         b'  {"event":"E","properties":{"time":7}}',
+        b'{"event":"x","properties" :{"properties":{"a":1},"b":2}}',
+        b'{"event":"x","\\u0070roperties":{"q":{"properties":{"z":1}}}}',
+        b'{"event" : "x" , "properties" : {"q":{"properties":{"z":1}}} }',
+        b'{"event":"\\u0045","properties":{"time":8}}',
     ],
     ids=["plain", "spaces-escapes-cr", "key-text-in-strings", "name-properties", "properties-first", "extra-key",
-         "lone-surrogate", "leading-space"],
+         "lone-surrogate", "leading-space", "space-before-colon", "escaped-key", "spaced", "escaped-name"],
 )
 def test_given_any_event_line_when_its_record_bytes_are_made_then_they_hold_the_records_value(line):
     """Sliced or serialized, the bytes parse back (exactly, big integers included) to the record."""
@@ -324,3 +328,21 @@ def orjson_or_json(record):
     from source_mixpanel_export.records import record_json
 
     return record_json(record)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"event":"x","properties":{"a":NaN,"b":123456789012345678901234}}',
+        b'{"event":"x","properties":{"a":Infinity,"b":123456789012345678901234}}',
+        b'{"event":"x","properties":{"a":1e400,"b":123456789012345678901234}}',
+        b'{"event":"x","properties":{"$insert_id":"i","s":"\xed\xa0\x80","b":123456789012345678901234}}',
+        b'{"event":"x","properties":{"b":123456789012345678901234,"d":' + b"[" * 5000 + b"]" * 5000 + b"}}",
+    ],
+    ids=["nan", "infinity", "beyond-double", "invalid-utf8", "deep"],
+)
+def test_given_a_line_orjson_refuses_when_it_takes_the_exact_parser_then_it_is_a_bad_line_too(line):
+    """The stdlib parser (for integers beyond 64 bits) is as strict as orjson: such a line is a bad line."""
+    ((lines, exact),) = list(iter_line_batches([line + b"\n"]))
+    tally = Tally()
+    assert exact and records_of_lines(lines, exact, make_builder(), tally).records == [] and tally.bad == 1
