@@ -17,12 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import orjson
-
 from fake_mixpanel import generate_events
 from source_mixpanel_export.body import Spill, SpillMeter
 from source_mixpanel_export.lines import iter_line_batches, parse_line
-from source_mixpanel_export.records import make_builder
+from source_mixpanel_export.records import Tally, make_builder, records_of_lines
 from source_mixpanel_export.writer import MessageWriter
 
 
@@ -39,25 +37,21 @@ def stages(spill: Spill) -> list[tuple[str, Callable[[], None]]]:
             pass
 
     def parse() -> None:
-        loads = orjson.loads
         for lines, exact in iter_line_batches(spill.chunks()):
             for line in lines:
-                parse_line(line, True) if exact else loads(line)
+                parse_line(line, exact)
 
     def build() -> None:
-        loads, build = orjson.loads, make_builder()
+        build = make_builder()
         for lines, exact in iter_line_batches(spill.chunks()):
-            for line in lines:
-                build(parse_line(line, True) if exact else loads(line))
+            records_of_lines(lines, exact, build, Tally())
 
     def write() -> None:
-        loads, build = orjson.loads, make_builder()
+        build = make_builder()
         with open(os.devnull, "wb") as out:
             writer = MessageWriter(out)
-            record = writer.record
             for lines, exact in iter_line_batches(spill.chunks()):
-                for line in lines:
-                    record(build(parse_line(line, True) if exact else loads(line)))
+                writer.records(records_of_lines(lines, exact, build, Tally()))
             writer.flush()
 
     return [

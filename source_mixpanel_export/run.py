@@ -18,7 +18,6 @@ from airbyte_cdk.logger import PRINT_BUFFER
 
 from .entry import Entrypoint
 from .errors import config_error
-from .malloc import keep_heap_small
 from .records import Batch
 from .source import SourceMixpanelExport
 from .writer import MessageWriter
@@ -76,7 +75,6 @@ def run(argv: Iterable[str] | None = None) -> None:
             for message in entrypoint.run(entrypoint.parse_args(args)):
                 print(f"{message}\n", end="")
         return
-    keep_heap_small()
     with PRINT_BUFFER:
         read(source, args, cast(IO[bytes], sys.__stdout__.buffer))  # type: ignore[union-attr]  # PRINT_BUFFER is sys.stdout
 
