@@ -10,7 +10,6 @@ arrive. What each failure means, and how long to wait, is decided in retry.py.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import http.client
 import logging
 import math
@@ -28,7 +27,7 @@ from .budget import LONG_WAIT_SECONDS, RateBudget
 from .clock import Clock
 from .config import Config
 from .errors import transient_error
-from .retry import Retriable, TooLarge, backoff_seconds, error_message, retry_after_seconds, status_failure
+from .retry import Retriable, TooLarge, backoff_seconds, error_message, http_date, retry_after_seconds, status_failure
 from .windows import BYTES_PER_TARGET_EVENT, Window, split_window
 
 CHUNK_BYTES = 1 << 16  # compressed bytes read at a time
@@ -256,14 +255,9 @@ def server_time_ms(header: str | None, headers_seconds: float, fallback_ms: int)
     The Date header is stamped after the request arrived but at one-second resolution; subtracting
     the whole round trip to the headers gives a lower bound on the arrival in Mixpanel's own clock.
     """
-    if not header:
+    date = http_date(header) if header else None
+    if date is None:
         return fallback_ms
-    try:
-        date = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return fallback_ms
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=dt.UTC)
     return int(date.timestamp()) * 1000 - math.ceil(headers_seconds * 1000)
 
 

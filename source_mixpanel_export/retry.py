@@ -58,14 +58,20 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        moment = http_date(value)
+        if moment is None:
             return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
         return max((moment - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
     return seconds if seconds == seconds else None  # NaN: as if absent
+
+
+def http_date(value: str) -> dt.datetime | None:
+    """An HTTP date (Date, Retry-After headers) as an aware datetime, or None when it is not one."""
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def status_failure(config: Config, status: int, message: str, retry_after: float | None) -> Exception:
