@@ -1,7 +1,7 @@
 """The `export` stream: plan windows, fetch them in order, turn lines into records, checkpoint.
 
 The data path reads top to bottom in `ExportReader.read`: config → windows → HTTP → lines →
-records → state. Items it yields are record dicts (hot path) or ready AirbyteMessages (state, logs).
+records → state. Items it yields are batches of records (records.Batch) or ready AirbyteMessages.
 """
 
 from __future__ import annotations
