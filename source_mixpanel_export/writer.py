@@ -10,37 +10,26 @@ as the CDK does, so a caller of SourceMixpanelExport.read gets the same records.
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO
 
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
-from .records import Batch, now_ms, record_bytes, record_json, record_lines
-
-FLUSH_BYTES = 1 << 18
+from .records import Batch, now_ms, record_bytes, record_lines
 
 
 class MessageWriter:
     """Writes protocol messages to stdout: records in large batches, everything else via the CDK.
 
-    A record costs one orjson.dumps and a list append; the RECORD envelope is added per batch, with
-    one `emitted_at` (the batch's write time) for every record in it.
+    A batch's record bytes come from records.record_bytes; the RECORD envelope is added per batch,
+    with one `emitted_at` (the batch's write time) for every record in it.
     """
 
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._bodies: list[bytes] = []
-        self._pending = 0
         self._records_since_state = 0
-
-    def record(self, data: dict[str, Any]) -> None:
-        """One RECORD line (see records.record_lines)."""
-        body = record_json(data)
-        self._bodies.append(body)
-        self._pending += len(body)
-        if self._pending >= FLUSH_BYTES:
-            self.flush()
 
     def records(self, batch: Batch) -> None:
         """A batch of RECORD lines, written at once (a batch is about a megabyte of records)."""
@@ -70,5 +59,4 @@ class MessageWriter:
                 self._out.write(record_lines(bodies, now_ms()))
                 self._records_since_state += len(bodies)
                 bodies.clear()
-                self._pending = 0
             self._out.flush()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from fake_mixpanel import generate_events
 from source_mixpanel_export.lines import iter_line_batches, parse_line
-from source_mixpanel_export.records import BadEvent, Tally, make_builder, record_bytes, records_of_lines
+from source_mixpanel_export.records import BadEvent, Batch, Tally, make_builder, record_bytes, records_of_lines
 from source_mixpanel_export.source import record_message
 from source_mixpanel_export.stream import state_message
 from source_mixpanel_export.writer import MessageWriter
@@ -225,7 +225,7 @@ def written(records: list[dict[str, Any]]) -> bytes:
     out = io.BytesIO()
     writer = MessageWriter(out)
     for data in records:
-        writer.record(data)
+        writer.records(Batch([data]))
     writer.flush()
     return out.getvalue()
 
@@ -275,9 +275,9 @@ def test_given_records_between_states_when_written_then_order_and_counts_are_kep
     props = {"distinct_id": "d", "mp_processing_time_ms": 5}
     first = [build({"event": "A", "properties": {"time": i, "$insert_id": str(i), **props}}) for i in range(3)]
     for record in first:
-        writer.record(record)
+        writer.records(Batch([record]))
     writer.message(state_message({"cursor": 1}))
-    writer.record(first[0])
+    writer.records(Batch([first[0]]))
     writer.flush()
     lines = out.getvalue().splitlines(keepends=True)
     assert lines[:3] == [cdk_line(r) for r in first] and lines[4] == cdk_line(first[0])
