@@ -143,6 +143,18 @@ def _distinct_id(rng: random.Random, users: int) -> str:
     return str(100_000_000 + user)
 
 
+def _merge_ids(distinct_id: str, index: int) -> dict[str, str]:
+    """$device_id and $user_id as Simplified ID Merge sets them: an anonymous event has only the device,
+    an identified one the user and, on every other event, the device it came from. Drawn from no
+    random generator, so that the rest of an event set does not change with them."""
+    if distinct_id.startswith("$device:"):
+        return {"$device_id": distinct_id.removeprefix("$device:")}
+    ids = {"$user_id": distinct_id}
+    if index % 2:
+        ids["$device_id"] = f"{index * 2654435761 % 2**32:08x}-device"
+    return ids
+
+
 def _name_properties(rng: random.Random, name: str) -> dict[str, Any]:
     """Add the properties that belong to one kind of event."""
     if name == "Purchase":
@@ -193,6 +205,7 @@ def generate_events(
         name = rng.choices(EVENT_NAMES, _NAME_WEIGHTS)[0]
         time_ms = first_ms + rng.randrange(span_ms)
         props: dict[str, Any] = {"distinct_id": _distinct_id(rng, users)}
+        props.update(_merge_ids(props["distinct_id"], index))
         insert_id = f"{rng.getrandbits(128):032x}"
         if rng.random() >= missing_insert_id_fraction:
             props["$insert_id"] = insert_id

@@ -52,12 +52,17 @@ def test_given_fake_project_when_pyairbyte_reads_export_into_duckdb_then_every_e
     types = {c["column_name"]: c["data_type"] for c in cache.run_sql_query(columns)}
     assert types["time"].startswith("TIMESTAMP") and types["mp_processing_time_ms"] == "BIGINT"
     assert types["properties"] == "JSON" and types["event"] == types["event_id"] == "VARCHAR"
+    assert types["user_id"] == types["device_id"] == "VARCHAR"
 
     purchase = next(e for e in fake.events if e.insert_id and e.processing_ms and e.name == "Purchase")
     row = one_row(cache, purchase.insert_id)
     assert row["event"] == "Purchase" and row["distinct_id"] == purchase.properties["distinct_id"]
     assert row["time"].replace(tzinfo=dt.UTC) == dt.datetime.fromtimestamp(purchase.time_ms / 1000, dt.UTC)
     assert row["mp_processing_time_ms"] == purchase.processing_ms
+    assert (row["user_id"], row["device_id"]) == (
+        purchase.properties.get("$user_id"), purchase.properties.get("$device_id")
+    )
+    assert {r["n"] for r in cache.run_sql_query("SELECT count(user_id) AS n FROM export")} != {0}
     assert row["properties"]["amount"] == purchase.properties["amount"]
     assert row["properties"]["items"] == purchase.properties["items"]
     assert row["properties"]["$import"] is purchase.properties["$import"]

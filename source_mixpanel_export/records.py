@@ -54,6 +54,14 @@ SCHEMA: dict[str, Any] = {
             "type": ["null", "string"],
             "description": "The user's canonical id at export time (changes after identity merges).",
         },
+        "user_id": {
+            "type": ["null", "string"],
+            "description": "The event's $user_id (Simplified ID Merge: the identified user), if any.",
+        },
+        "device_id": {
+            "type": ["null", "string"],
+            "description": "The event's $device_id (Simplified ID Merge: the anonymous device), if any.",
+        },
         "insert_id": {"type": ["null", "string"], "description": "The event's $insert_id, if any."},
         "mp_processing_time_ms": {
             "type": ["null", "integer"],
@@ -278,7 +286,13 @@ def _builder(legacy_timezone: str | None) -> Build:
             eid = digest.hexdigest()
         distinct_id = get("distinct_id")
         if distinct_id is not None and type(distinct_id) is not str:
-            distinct_id = json.dumps(distinct_id) if isinstance(distinct_id, dict | list) else str(distinct_id)
+            distinct_id = _as_text(distinct_id)
+        user_id = get("$user_id")
+        if user_id is not None and type(user_id) is not str:
+            user_id = _as_text(user_id)
+        device_id = get("$device_id")
+        if device_id is not None and type(device_id) is not str:
+            device_id = _as_text(device_id)
         processed = get("mp_processing_time_ms")
         if processed is not None and type(processed) is not int:
             processed = _as_int(processed)
@@ -287,6 +301,10 @@ def _builder(legacy_timezone: str | None) -> Build:
             record["time"] = time
         if distinct_id is not None:
             record["distinct_id"] = distinct_id
+        if user_id is not None:
+            record["user_id"] = user_id
+        if device_id is not None:
+            record["device_id"] = device_id
         if insert_id is not None:
             record["insert_id"] = insert_id
         if processed is not None:
@@ -295,6 +313,12 @@ def _builder(legacy_timezone: str | None) -> Build:
         return record
 
     return build
+
+
+def _as_text(value: Any) -> str:
+    """An id column's text for a value that is not a string: JSON for objects and lists (as warehouses
+    would show them), Python's text for numbers and booleans (`12`, `True`), as distinct_id always was."""
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 def _as_int(value: Any) -> int | None:

@@ -63,11 +63,12 @@ def reference_record(event: Any) -> dict[str, Any]:
         except TypeError:
             text = json.dumps(stable, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
         key = f"{name}\x1f{raw}\x1f".encode() + text
-    distinct = props.get("distinct_id")
-    if isinstance(distinct, dict | list):
-        distinct = json.dumps(distinct)
-    elif distinct is not None:
-        distinct = str(distinct)
+    def text(value: Any) -> Any:
+        if isinstance(value, dict | list):
+            return json.dumps(value)
+        return value if value is None else str(value)
+
+    distinct, user, device = (text(props.get(key)) for key in ("distinct_id", "$user_id", "$device_id"))
     processed = props.get("mp_processing_time_ms")
     if type(processed) is float:
         processed = int(processed) if processed.is_integer() else None
@@ -80,6 +81,8 @@ def reference_record(event: Any) -> dict[str, Any]:
         "event": name,
         "time": time_text,
         "distinct_id": distinct,
+        "user_id": user,
+        "device_id": device,
         "insert_id": insert_id,
         "mp_processing_time_ms": processed,
         "properties": props,

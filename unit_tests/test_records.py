@@ -111,3 +111,21 @@ def test_given_time_beyond_years_1_to_9999_when_built_then_no_time_and_the_raw_v
         assert "time" not in record and record["properties"]["time"] == raw
     last = make_builder()({"event": "Edge", "properties": {"time": 253402300799999}})
     assert last["time"] == "9999-12-31T23:59:59.999Z"
+
+
+def test_given_simplified_id_merge_ids_when_built_then_user_id_and_device_id_are_columns():
+    """$user_id and $device_id become top-level string columns; properties keep them as sent, and the
+    event_id is the one it was before these columns existed (it does not depend on them)."""
+    build = make_builder()
+    plain = build(event())
+    record = build(event(**{"$user_id": "user-42", "$device_id": "dev-7"}))
+    assert (record["user_id"], record["device_id"]) == ("user-42", "dev-7")
+    assert record["properties"]["$user_id"] == "user-42" and record["properties"]["$device_id"] == "dev-7"
+    assert record["event_id"] == plain["event_id"] and "user_id" not in plain and "device_id" not in plain
+    jsonschema.validate(record, SCHEMA)
+    odd = build(event(**{"$user_id": 12345678901234567890123, "$device_id": {"a": 1}}))
+    assert (odd["user_id"], odd["device_id"]) == ("12345678901234567890123", '{"a": 1}')
+    jsonschema.validate(odd, SCHEMA)
+    assert "user_id" not in build(event(**{"$user_id": None}))
+    for column in ("user_id", "device_id"):
+        assert SCHEMA["properties"][column]["type"] == ["null", "string"]
