@@ -261,3 +261,13 @@ def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] 
 def nth_state(n: int) -> Stop:
     """Stop once the n-th STATE is printed."""
     return lambda messages: sum(m["type"] == "STATE" for m in messages) == n
+
+
+def reread_from(stream_state: dict[str, Any]) -> dt.date:
+    """The first day the next sync re-reads for late arrivals: the day after the state's history
+    (the days before it are left to the history sweep)."""
+    history = stream_state["history"]
+    checked = history["checked"]
+    if not checked:
+        return dt.date.fromisoformat(history["from"])
+    return dt.date.fromisoformat(checked[-1]["through"]) + dt.timedelta(days=1)

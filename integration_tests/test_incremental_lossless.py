@@ -99,7 +99,9 @@ class World:
     late: list[FakeEvent]
 
     def config(self, **overrides: Any) -> dict[str, Any]:
-        """An incremental config over the events' days, in two-day windows."""
+        """An incremental config over the events' days, in two-day windows, without the history sweep
+        (test_sweep.py covers it): these tests count the windows of the recent days."""
+        overrides.setdefault("history_sweep_requests", 0)
         return config_for(self.fake, start_date=FIRST.isoformat(), date_window_size=2, **overrides)
 
     def truth(self, last: dt.date = TODAY, visible_at_ms: int | None = None) -> Keys:
@@ -339,6 +341,8 @@ def without_watermarks(state: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in state.items() if k not in WATERMARK_KEYS}
     if "in_progress" in out:
         out["in_progress"] = without_watermarks(out["in_progress"])
+    if "history" in out:
+        out["history"] = {**out["history"], "checked": [without_watermarks(c) for c in out["history"]["checked"]]}
     return out
 
 
@@ -374,7 +378,9 @@ def test_given_events_processed_while_a_sync_runs_when_next_sync_then_all_delive
     events = list(generate_events(800, FIRST, 8, seed=41))
     fake = make_fake(events, now_ms=t1)
     try:
-        config = config_for(fake, start_date=FIRST.isoformat(), date_window_size=2, max_concurrent_requests=1)
+        config = config_for(
+            fake, start_date=FIRST.isoformat(), date_window_size=2, max_concurrent_requests=1, history_sweep_requests=0
+        )
         first = read(tmp_path, config)
         t2 = t1 + 1_800_000  # states may lie at most an hour ahead of the connector's clock
         during = {  # processed 30 s after sync 2's clock jumps forward, which it does as window 2 is asked
@@ -451,12 +457,16 @@ def test_given_small_attribution_windows_when_event_arrives_within_them_then_del
     events, yesterday, today = attribution_world(t1)
     fake = make_fake(events, now_ms=t1)
     try:
-        first = read(tmp_path, config_for(fake, start_date=FIRST.isoformat()))
-        assert not {key(yesterday), key(today)} & set(record_keys(first.records))
-        fake.now_ms = t1 + 60_000
         for attribution, expected in ((0, [today]), (1, [yesterday, today])):
+            config = config_for(  # one-day blocks: the recent days are exactly those late events can reach
+                fake, start_date=FIRST.isoformat(), attribution_window=attribution,
+                date_window_size=attribution + 2, history_sweep_requests=0,
+            )
+            fake.now_ms = t1
+            first = read(tmp_path, config)
+            assert not {key(yesterday), key(today)} & set(record_keys(first.records))
+            fake.now_ms = t1 + 60_000
             fake.reset_requests()
-            config = config_for(fake, start_date=FIRST.isoformat(), attribution_window=attribution)
             second = read(tmp_path, config, first.states[-1])
             assert set(record_keys(second.records)) == keys(expected)
             first_asked = min(r.params["from_date"] for r in fake.export_requests)

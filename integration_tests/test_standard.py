@@ -107,7 +107,7 @@ def test_given_configured_catalog_when_incremental_read_then_every_fake_event_an
     assert not output.errors
     assert len(output.records) == EVENT_COUNT == len({r.record.data["event_id"] for r in output.records})
     final = output.state_messages[-1].state.stream.stream_state
-    assert final.version == 2 and final.synced_through == dt.datetime.now(dt.UTC).date().isoformat()
+    assert final.version == 3 and final.synced_through == dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def test_given_abnormal_future_state_when_read_then_config_error_saying_reset_and_nothing_sent(standard_fake):

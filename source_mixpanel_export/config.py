@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_initial_backoff_seconds": 2.0,
     "skip_bad_lines": False,
     "window_target_events": 1_000_000,
+    "history_sweep_requests": 2,
     "default_start_days_ago": 365,
 }
 
@@ -61,6 +62,7 @@ BOUNDS: dict[str, tuple[int | float, int | float]] = {
     "max_retry_seconds": (0, 7 * DAY_SECONDS),  # a week of retries per window at most
     "retry_initial_backoff_seconds": (0, 3600),  # an hour at most
     "window_target_events": (1, 100_000_000),  # events per request: 100M is ~50 GB of JSON
+    "history_sweep_requests": (0, 60),  # per sync: an hour of Mixpanel's budget at most
 }
 # Mixpanel was launched in 2009: no project holds events before it, and an older date is a typo.
 FIRST_DATE = dt.date(2009, 1, 1)
@@ -130,6 +132,7 @@ class Config:
     retry_initial_backoff_seconds: float = DEFAULTS["retry_initial_backoff_seconds"]
     skip_bad_lines: bool = DEFAULTS["skip_bad_lines"]
     window_target_events: int = DEFAULTS["window_target_events"]
+    history_sweep_requests: int = DEFAULTS["history_sweep_requests"]
 
     @property
     def export_url(self) -> str:
@@ -232,6 +235,7 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
         retry_initial_backoff_seconds=_number(raw, "retry_initial_backoff_seconds"),
         skip_bad_lines=_boolean(raw, "skip_bad_lines"),
         window_target_events=_integer(raw, "window_target_events"),
+        history_sweep_requests=_integer(raw, "history_sweep_requests"),
     )
 
 

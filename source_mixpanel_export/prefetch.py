@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from .client import Download
-from .windows import Planner, Window
+from .windows import Listed, Planner, Window
 
 # Called with a window whose fetch raised one of the `replaceable` errors: returns the windows to
 # fetch instead (possibly none), or raises to end the sync.
@@ -62,7 +62,7 @@ class DaemonPool:
 
 
 def fetch_in_order(
-    planner: Planner,
+    planner: Planner | Listed,
     fetch: Callable[[Window], Download],
     workers: int,
     replace: Replace,

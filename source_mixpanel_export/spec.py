@@ -213,6 +213,14 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "volume the requests so far returned, up to 'Days per request'. Lower it if windows take too "
             "long or too much temporary disk (about a tenth of their JSON size each).", 19,
         ),
+        "history_sweep_requests": _int(
+            "History sweep requests per sync", "history_sweep_requests", "Incremental syncs spend this "
+            "many extra export requests re-reading older, already synced days for events that arrived "
+            "later than the attribution window (imports, devices offline for weeks), oldest-checked days "
+            "first; a sweep of all history takes about (history days / (Days per request - Attribution "
+            "window - 1)) / this many syncs. 0 turns the sweep off. Skipped when the hourly budget is short.",
+            20,
+        ),
     },
 }
 

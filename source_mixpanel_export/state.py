@@ -6,6 +6,12 @@ happened, has been emitted. `in_progress` says the same for the days up to its `
 another watermark (a sync partway, or one whose end_date stopped short of `synced_through`).
 Nothing per event is kept.
 
+`history` extends that promise to any lateness for the days before the recent stretch the syncs
+re-read: ranges of days, each with the watermark it was last checked at (every event of those days
+that Mixpanel processed at or before it has been emitted, however late). The history sweep
+(sweep.py) checks its stalest ranges again each sync. A version-2 state has no history: its synced
+days before the recent stretch count as checked at its watermark.
+
 A state is input the connector cannot trust: a state from a clock in the future would make every
 later sync skip new events without an error, so dates after tomorrow and watermarks more than an
 hour ahead are refused with a config error that says to reset the stream (see `parse_state`).
@@ -22,19 +28,22 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 
 from .config import FIRST_DATE, Config
 from .errors import config_error
-from .windows import Segment, plan_segments
+from .sweep import Checked, block_days, fold_limit, mark, sweep_windows
+from .windows import Segment, Window, plan_segments
 
 if TYPE_CHECKING:
     from airbyte_cdk.models import AirbyteStateMessage
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+READ_VERSIONS = (2, 3)  # a version-2 state is read as one without history (see ExportState.with_history)
+MAX_HISTORY_RANGES = 10_000  # a sweep pass leaves about one range per sync; far more is not our state
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
 ONE_DAY = dt.timedelta(days=1)
 MS_PER_DAY = 86_400_000
@@ -55,6 +64,8 @@ class ExportState:
     partial_through: dt.date | None = None
     partial_watermark_ms: int | None = None
     migrated_from: str | None = None  # set when read from another connector's state
+    history_from: dt.date | None = None  # the first day of `history`; None: no history kept yet
+    history: tuple[Checked, ...] = ()  # (through_day, watermark_ms) ranges from history_from on
 
     def first_day(self, start_day: dt.date, attribution_days: int, timezone: str = "UTC") -> dt.date:
         """The first event date this sync reads: the earliest day an event up to N days late can miss.
@@ -66,13 +77,25 @@ class ExportState:
         if reached is None:
             return start_day
         candidates = [reached + ONE_DAY]
-        marks = [mark for _, mark in self.coverage()]
-        if marks:
-            oldest = min(marks) - attribution_days * MS_PER_DAY
-            candidates.append(day_of(oldest, timezone))
+        recent_start = self.recent_start(attribution_days, timezone)
+        if recent_start is not None:
+            candidates.append(recent_start)
         if self.synced_through is not None and self.watermark_ms is None:  # migrated: no watermark
             candidates.append(self.synced_through - dt.timedelta(days=max(attribution_days, 1) - 1))
+        recent_from = self.recent_from()
+        if recent_from is not None:  # the days after the history are re-read until they join it
+            candidates.append(recent_from)
         return max(start_day, min(candidates))
+
+    def recent_start(self, attribution_days: int, timezone: str) -> dt.date | None:
+        """The earliest day on which an event processed after the recent watermarks can be at most
+        `attribution_days` late (None when there is no watermark)."""
+        marks = [mark for _, mark in self._recent_coverage()]
+        return day_of(min(marks) - attribution_days * MS_PER_DAY, timezone) if marks else None
+
+    def recent_from(self) -> dt.date | None:
+        """The first day after the history (None when no history is kept yet)."""
+        return self.history[-1][0] + ONE_DAY if self.history else self.history_from
 
     def reached(self) -> dt.date | None:
         """The last event date any sync has read, finished or not."""
@@ -80,7 +103,15 @@ class ExportState:
         return max(days, default=None)
 
     def coverage(self) -> list[tuple[dt.date, int]]:
-        """Ascending (through_day, watermark_ms) pairs for `windows.plan_segments`."""
+        """Ascending (through_day, watermark_ms) pairs for `windows.plan_segments`: the history's
+        ranges, then the recent days'."""
+        pairs = list(self.history)
+        for through, watermark in self._recent_coverage():
+            if not pairs or through > pairs[-1][0]:
+                pairs.append((through, watermark))
+        return pairs
+
+    def _recent_coverage(self) -> list[tuple[dt.date, int]]:
         pairs: list[tuple[dt.date, int]] = []
         if self.partial_through is not None and self.partial_watermark_ms is not None:
             pairs.append((self.partial_through, self.partial_watermark_ms))
@@ -99,7 +130,7 @@ class ExportState:
             if self.partial_through >= through:
                 through = self.partial_through
                 watermark_ms = min(watermark_ms, self.partial_watermark_ms)
-        return ExportState(self.synced_through, self.watermark_ms, through, watermark_ms)
+        return replace(self, partial_through=through, partial_watermark_ms=watermark_ms)
 
     def completed(self, through: dt.date, watermark_ms: int) -> ExportState:
         """The state after this sync has finished all its windows, up to `through`.
@@ -109,11 +140,65 @@ class ExportState:
         never asked for.
         """
         reached = self.reached()
+        done = replace(self, partial_through=through, partial_watermark_ms=watermark_ms)
         if reached is None or through >= reached:
-            return ExportState(through, watermark_ms)
+            return replace(self, synced_through=through, watermark_ms=watermark_ms,
+                           partial_through=None, partial_watermark_ms=None)
         if self.synced_through is not None and self.synced_through >= reached:
-            return ExportState(self.synced_through, self.watermark_ms, through, watermark_ms)
-        return ExportState(self.partial_through, self.partial_watermark_ms, through, watermark_ms)
+            return done
+        return replace(done, synced_through=self.partial_through, watermark_ms=self.partial_watermark_ms)
+
+    def with_history(self, start_day: dt.date, first: dt.date) -> ExportState:
+        """This state with a history, for a state that keeps none yet (`first`: the sync's first day).
+
+        A new state's history starts at start_day. A version-2 state's synced days before `first`
+        count as checked at its watermark (the oldest, if it has two); the official connector's
+        state has no watermark, so its days before `first` are not in the history (not swept).
+        """
+        if self.history_from is not None:
+            return self
+        marks = [mark for _, mark in self._recent_coverage()]
+        if self.reached() is None or (marks and first <= start_day):
+            return replace(self, history_from=start_day)
+        if not marks:
+            return replace(self, history_from=first)
+        return replace(self, history_from=start_day, history=((first - ONE_DAY, min(marks)),))
+
+    def folded(self, limit: dt.date) -> ExportState:
+        """This state with the recent days before `limit` moved to the history, each range with the
+        watermark the recent part covering it has (see sweep.fold_limit for where `limit` falls)."""
+        cursor = self.recent_from()
+        if cursor is None or limit <= cursor:
+            return self
+        history = list(self.history)
+        for through, watermark in self._recent_coverage():
+            last = min(through, limit - ONE_DAY)
+            if last < cursor:
+                continue
+            if history and history[-1][1] == watermark:
+                history[-1] = (last, watermark)
+            else:
+                history.append((last, watermark))
+            cursor = last + ONE_DAY
+        if cursor < limit:  # days no recent part covers were never read (start_date moved past them):
+            history.append((limit - ONE_DAY, 0))  # checked at 0, so that a sweep would read them whole
+        return replace(self, history=tuple(history))
+
+    def settled(self, config: Config) -> ExportState:
+        """This state with the recent days that the next sync need not re-read moved to the history
+        (whole blocks of them, see sweep.py): after a sync, and before one (a killed sync left them)."""
+        recent_start = self.recent_start(config.attribution_window, config.request_timezone)
+        reached = self.reached()
+        if recent_start is None or reached is None:
+            return self
+        return self.folded(fold_limit(recent_start, reached, _block(config)))
+
+    def swept(self, window: Window, watermark_ms: int) -> ExportState:
+        """The state after a sweep window's days were checked again at `watermark_ms`."""
+        if self.history_from is None:
+            return self
+        history = mark(self.history_from, self.history, window.first_day, window.last_day, watermark_ms)
+        return replace(self, history=tuple(history))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, with readable copies of the millisecond watermarks."""
@@ -129,25 +214,46 @@ class ExportState:
                 "watermark_ms": self.partial_watermark_ms,
                 "watermark": _readable(self.partial_watermark_ms),
             }
+        if self.history_from is not None:
+            out["history"] = {
+                "from": self.history_from.isoformat(),
+                "checked": [
+                    {"through": through.isoformat(), "watermark_ms": mark_ms, "watermark": _readable(mark_ms)}
+                    for through, mark_ms in self.history
+                ],
+            }
         return out
 
 
 @dataclass(frozen=True)
 class SyncPlan:
-    """What one sync reads: event dates `first..end` (in the request timezone), as segments."""
+    """What one sync reads: event dates `first..end` (in the request timezone), as segments, then
+    the history sweep's windows; `state` is the state it starts from, with its history."""
 
     first: dt.date
     end: dt.date
     segments: list[Segment]
+    sweep: list[Window]
+    state: ExportState
 
 
 def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
     """The days a sync reads: from the config's start or where the state says late events may still
-    arrive, up to end_date or Mixpanel's today, whichever comes first."""
+    arrive, up to end_date or Mixpanel's today, whichever comes first; and the history it sweeps."""
     end = min(config.end_day or today, today)
-    first = state.first_day(config.start_day(), config.attribution_window, config.request_timezone)
+    start, attribution, timezone = config.start_day(), config.attribution_window, config.request_timezone
+    state = state.with_history(start, state.first_day(start, attribution, timezone)).settled(config)
+    first = state.first_day(start, attribution, timezone)
+    state = state.folded(first)  # days before `first` are not re-read: the history holds them
     segments = plan_segments(first, end, state.coverage()) if first <= end else []
-    return SyncPlan(first, end, segments)
+    sweep: list[Window] = []
+    if state.history_from is not None:
+        sweep = sweep_windows(state.history_from, state.history, start, _block(config), config.history_sweep_requests)
+    return SyncPlan(first, end, segments, sweep, state)
+
+
+def _block(config: Config) -> int:
+    return block_days(config.date_window_size, config.attribution_window)
 
 
 def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
@@ -163,9 +269,11 @@ def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
     present = _Present.at(now)
     if "version" not in raw:
         return _migrate(raw, present)
-    if raw.get("version") != STATE_VERSION:
-        raise _bad(f"version {_shown(raw.get('version'))} is not one this connector writes ({STATE_VERSION})")
-    unknown = set(raw) - {"version", "synced_through", "watermark_ms", "watermark", "in_progress"}
+    version = raw.get("version")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
+        raise _bad(f"version {_shown(version)} is not one this connector reads {READ_VERSIONS}")
+    known = {"version", "synced_through", "watermark_ms", "watermark", "in_progress"}
+    unknown = set(raw) - (known | {"history"} if version == STATE_VERSION else known)
     if unknown:
         raise _bad(f"unknown keys {_shown(sorted(map(str, unknown)))}")
     partial = raw.get("in_progress")
@@ -182,7 +290,39 @@ def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
         raise _bad("'watermark_ms' is given without 'synced_through'")
     if (state.partial_through is None) != (state.partial_watermark_ms is None):
         raise _bad("'in_progress' needs both 'through' and 'watermark_ms'")
+    if raw.get("history") is not None:
+        history_from, history = _history(raw["history"], present, state.reached())
+        state = replace(state, history_from=history_from, history=history)
     return state
+
+
+def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.date, tuple[Checked, ...]]:
+    """The history part: a first day and ascending ranges, none past the days the state has read."""
+    if not isinstance(raw, Mapping) or set(raw) - {"from", "checked"}:
+        raise _bad("'history' must be an object with 'from' and 'checked'")
+    first = present.day(raw.get("from"), "history.from")
+    checked = raw.get("checked")
+    if first is None or not isinstance(checked, list):
+        raise _bad("'history' needs a 'from' date and a 'checked' list")
+    if len(checked) > MAX_HISTORY_RANGES:
+        raise _bad(f"'history.checked' holds {len(checked)} ranges (at most {MAX_HISTORY_RANGES})")
+    ranges: list[Checked] = []
+    previous = first - ONE_DAY
+    for index, item in enumerate(checked):
+        key = f"history.checked[{index}]"
+        if not isinstance(item, Mapping) or set(item) - {"through", "watermark_ms", "watermark"}:
+            raise _bad(f"'{key}' must be an object with 'through' and 'watermark_ms'")
+        through = present.day(item.get("through"), f"{key}.through")
+        watermark = present.millis(item.get("watermark_ms"), f"{key}.watermark_ms")
+        if through is None or watermark is None:
+            raise _bad(f"'{key}' needs both 'through' and 'watermark_ms'")
+        if through <= previous:
+            raise _bad(f"'{key}.through' {through} does not come after the day before it ({previous})")
+        ranges.append((through, watermark))
+        previous = through
+    if ranges and (reached is None or ranges[-1][0] > reached):
+        raise _bad(f"'history' reaches {ranges[-1][0]}, past the days this state has read ({reached})")
+    return first, tuple(ranges)
 
 
 def stream_state_of(

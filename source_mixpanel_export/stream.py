@@ -38,7 +38,7 @@ from .prefetch import fetch_in_order
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tally, make_builder, window_records
 from .retry import DateAfterToday, TooLarge
 from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, sync_plan
-from .windows import ONE_DAY, Planner, Segment, Window, split_window
+from .windows import ONE_DAY, Listed, Planner, Segment, Window, split_window
 
 Item = Batch | AirbyteMessage  # a batch of records, or a message ready to write
 
@@ -86,6 +86,7 @@ class ExportReader:
         elif state.migrated_from:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
         plan = sync_plan(self._config, state, self._today)
+        state = plan.state
         self._end = plan.end
         planner = Planner(
             plan.segments, self._config.date_window_size, self._config.window_target_events,
@@ -99,13 +100,10 @@ class ExportReader:
             "events per request."
         )
         watermark: int | None = None
+        written: dict[str, Any] | None = None  # the last STATE written
         started = self._clock.monotonic()
         try:
-            downloads = fetch_in_order(
-                planner, self._client.fetch, self._config.max_concurrent_requests,
-                self._replace, (TooLarge, DateAfterToday),
-            )
-            for done, download in enumerate(downloads, start=1):
+            for done, download in enumerate(self._fetch(planner), start=1):
                 window = download.window
                 if window.first_day > self._end:  # past Mixpanel's today, answered as its day rolled over:
                     continue  # a piece of that day may have been dropped, so none of it counts
@@ -119,19 +117,51 @@ class ExportReader:
                     continue
                 if incremental:
                     state = state.progressed(window.last_day, watermark)
-                    yield state_message(state.to_dict())
+                    yield state_message(written := state.to_dict())
                 else:
                     yield state_message({NO_CURSOR_MARKER: True})
+            if incremental and watermark is not None and self._end >= plan.first:
+                state = state.completed(self._end, watermark).settled(self._config)
+            # The sweep comes after every window of fresh data, and after their STATE: a sweep that
+            # fails or is killed leaves the fresh data checkpointed.
+            if incremental and plan.sweep and self._sweep_allowed(plan.sweep):
+                yield state_message(written := state.to_dict())
+                for download in self._fetch(Listed(plan.sweep)):
+                    count = yield from self._records(download)
+                    watermark = min(download.server_time_ms, watermark or download.server_time_ms)
+                    self._log_progress(download, count, 0, started)
+                    if download.window.time_to is None:  # not an inner piece of a split day
+                        state = state.swept(download.window, watermark)
+                        yield state_message(written := state.to_dict())
         finally:
             self._stop.set()
         peak = self._client.meter.peak
         self._logger.info(f"Read {plan.first}..{self._end}; the spill files held at most {peak / 1e6:.1f} MB.")
         if incremental:
-            if watermark is not None and self._end >= plan.first:
-                state = state.completed(self._end, watermark)
-            yield state_message(state.to_dict())
+            if state.to_dict() != written:
+                yield state_message(state.to_dict())
         elif watermark is None:
             yield state_message({NO_CURSOR_MARKER: True})
+
+    def _fetch(self, planner: Planner | Listed) -> Iterator[Download]:
+        workers, replaceable = self._config.max_concurrent_requests, (TooLarge, DateAfterToday)
+        return fetch_in_order(planner, self._client.fetch, workers, self._replace, replaceable)
+
+    def _sweep_allowed(self, sweep: list[Window]) -> bool:
+        """Whether the sweep may run now: not when the hourly budget left cannot pay for it (it would
+        make the sync wait for the next hour)."""
+        left = self._budget.left_this_hour()
+        if left < len(sweep):
+            self._logger.info(
+                f"Skipping the history sweep this sync: {left} export queries are left in this hour's "
+                f"budget and it needs {len(sweep)}. The next sync sweeps instead."
+            )
+            return False
+        self._logger.info(
+            f"History sweep: {len(sweep)} window(s) of old days, for events that arrived after they were "
+            "last checked: " + ", ".join(w.label() for w in sweep) + "."
+        )
+        return True
 
     def _records(self, download: Download) -> Generator[Batch, None, int]:
         """The window's records, in the order Mixpanel sent them; returns how many.

@@ -22,9 +22,11 @@ MAX_PIECES = 24  # the most pieces a day is planned in: one hour each
 # so that a project of heavy events (up to 1 MB each) gets windows bounded in bytes as well.
 BYTES_PER_TARGET_EVENT = 512
 RATES_KEPT = 3
-# The first window of a kind, whose volume nothing tells yet, has at most this many days: a heavy
+# The first window of whole days, whose volume nothing tells yet, has at most this many days: a heavy
 # project is found out in fewer halvings than from a month, and the next window (sized by it)
 # downloads while it is emitted; a light project pays one request more than a month-long window.
+# The first window of late arrivals needs no such cap: what it returns is bounded by the late
+# arrivals since the last sync, mostly on the last attribution_window days, however many days it spans.
 PROBE_DAYS = 7  # the estimate of a day's volume is the largest of the last few windows' (volume grows)
 
 
@@ -35,7 +37,8 @@ class Window:
     `processed_after_ms` re-reads days an earlier sync delivered, keeping only events Mixpanel
     processed after that sync's watermark. `time_from`/`time_to` (epoch seconds, `[from, to)`, None =
     open) exist only for pieces of a day split because Mixpanel could not answer it whole; the first
-    and last pieces are open so that no event of the day can fall outside every piece.
+    and last pieces are open so that no event of the day can fall outside every piece. `sweep` marks
+    a window of the history sweep (sweep.py), which checks old days for very late arrivals.
     """
 
     first_day: dt.date
@@ -43,6 +46,7 @@ class Window:
     processed_after_ms: int | None = None
     time_from: int | None = None
     time_to: int | None = None
+    sweep: bool = False
 
     @property
     def days(self) -> int:
@@ -56,7 +60,7 @@ class Window:
             text += f" [{_clock(self.time_from)}-{_clock(self.time_to)})"
         if self.processed_after_ms is not None:
             text += f" (arrived after {_instant(self.processed_after_ms)})"
-        return text
+        return "sweep " + text if self.sweep else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ class Planner:
         rate = self.rate(late)
         days, pieces = self._max_days, 1
         if rate is None:
-            days = min(self._max_days, PROBE_DAYS)
+            days = self._max_days if late else min(self._max_days, PROBE_DAYS)
             self._probing.add(late)
         elif rate > self._target:
             days, pieces = 1, min(math.ceil(rate / self._target), MAX_PIECES)
@@ -185,6 +189,24 @@ class Planner:
             self._cursor = self._segments[0].first_day if self._segments else None
         else:
             self._cursor = last + ONE_DAY
+
+
+class Listed:
+    """Windows planned beforehand (the history sweep's, see sweep.py), handed out as a Planner hands
+    out its own: all may be under way at once, and what they return sizes nothing (very late arrivals
+    of old days tell nothing of the days read now)."""
+
+    def __init__(self, windows: Iterable[Window]) -> None:
+        self._windows = collections.deque(windows)
+
+    def ready(self) -> bool:
+        return True
+
+    def next(self) -> Window | None:
+        return self._windows.popleft() if self._windows else None
+
+    def observe(self, window: Window, events: int, size: int) -> None:
+        """Nothing to learn (see the class docstring)."""
 
 
 def day_pieces(window: Window, count: int, timezone: str) -> list[Window]:

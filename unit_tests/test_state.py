@@ -2,6 +2,7 @@
 
 import datetime as dt
 import random
+from dataclasses import replace
 
 import pytest
 from airbyte_cdk.models import FailureType
@@ -32,8 +33,15 @@ def test_given_state_when_serialized_and_parsed_then_round_trips():
     """to_dict and parse_state are inverses, including an in-progress part."""
     state = ExportState(D(2024, 1, 10), 1_700_000_000_000, D(2024, 1, 8), 1_700_000_100_000)
     data = state.to_dict()
-    assert data["version"] == 2 and data["watermark"].startswith("2023-11-14T22:13:20")
+    assert data["version"] == 3 and data["watermark"].startswith("2023-11-14T22:13:20")
     assert parse_state(data) == state
+    swept = replace(state, history_from=D(2023, 1, 1), history=((D(2023, 5, 1), 1_600_000_000_000),
+                                                                 (D(2023, 12, 31), 1_690_000_000_000)))
+    data = swept.to_dict()
+    assert data["history"]["checked"][0] == {
+        "through": "2023-05-01", "watermark_ms": 1_600_000_000_000, "watermark": "2020-09-13T12:26:40.000+00:00"
+    }
+    assert parse_state(data) == swept
 
 
 def ms(text: str) -> int:
@@ -131,6 +139,15 @@ def test_given_state_after_a_partial_sync_when_printed_and_read_back_then_plans_
     )
 
 
+def _v3(**parts):
+    """A version-3 state synced through 2024-01-01, with `parts` added."""
+    return {"version": 3, "synced_through": "2024-01-01", "watermark_ms": 1_704_100_000_000, **parts}
+
+
+def _range(through: str) -> dict:
+    return {"through": through, "watermark_ms": 1_700_000_000_000}
+
+
 @pytest.mark.parametrize(
     "raw,problem",
     [
@@ -147,6 +164,22 @@ def test_given_state_after_a_partial_sync_when_printed_and_read_back_then_plans_
         ({"version": 2, "synced_through": "2024-01-01", "watermark_ms": True}, "watermark_ms"),
         ({"version": 2, "in_progress": "2024-01-01"}, "in_progress"),
         ({"version": 2, "in_progress": {"through": "2024-01-01", "watermark_ms": 1.5}}, "in_progress.watermark_ms"),
+        ({"version": 2, "synced_through": "2024-01-01", "history": {"from": "2023-01-01", "checked": []}},
+         "unknown keys"),
+        ({"version": True, "synced_through": "2024-01-01"}, "version"),
+        (_v3(history=[]), "'history' must be an object"),
+        (_v3(history={"from": "2023-01-01"}), "'checked' list"),
+        (_v3(history={"from": "2023-01-01", "checked": [], "extra": 1}), "'history' must be an object"),
+        (_v3(history={"from": "2023-13-01", "checked": []}), "history.from"),
+        (_v3(history={"from": "2023-01-01", "checked": [{"through": "2023-02-01"}]}), "history.checked[0]"),
+        (_v3(history={"from": "2023-01-01", "checked": [{"through": "2023-02-01", "watermark_ms": "1"}]}),
+         "history.checked[0].watermark_ms"),
+        (_v3(history={"from": "2023-01-01", "checked": [_range("2023-02-01"), _range("2023-02-01")]}),
+         "history.checked[1].through"),
+        (_v3(history={"from": "2023-03-01", "checked": [_range("2023-02-01")]}), "history.checked[0].through"),
+        (_v3(history={"from": "2023-01-01", "checked": [_range("2024-02-01")]}), "past the days this state has read"),
+        (_v3(history={"from": "2023-01-01", "checked": [_range("2023-01-02")] * 10_001}), "at most 10000"),
+        (_v3(history={"from": "2023-01-01", "checked": ["2023-02-01"]}), "history.checked[0]"),
     ],
 )
 def test_given_malformed_state_when_parsed_then_config_error_names_the_problem(raw, problem):

@@ -1,0 +1,204 @@
+"""The history sweep through the real CLI against the fake: events that arrive weeks late.
+
+A 63-day history is synced once; then events dated 10, 30 and 55 days back arrive (processed "now",
+as an /import backfill would). The recent days' re-read finds what lies within them; the sweep finds
+the rest within the number of syncs the README states, each event once, none lost from the normal
+windows, also across a kill -9 in the middle of the sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from fake_mixpanel import FakeEvent, FakeMixpanel, Fault, generate_events
+from integration_tests.conftest import TODAY
+from integration_tests.harness import (
+    INCREMENTAL,
+    Run,
+    assert_no_secrets,
+    config_for,
+    event_key,
+    make_fake,
+    nth_state,
+    read_and_kill,
+    record_keys,
+    reread_from,
+    run_cli,
+    state_input,
+    truth,
+)
+from source_mixpanel_export.records import SCHEMA
+from source_mixpanel_export.sweep import block_days, syncs_per_pass
+
+DAY = dt.timedelta(days=1)
+FIRST = TODAY - 63 * DAY  # events on the 63 days before today (none today: nothing is processed during sync 1)
+LATE_DAYS_BACK = (10, 30, 55)
+BLOCK = block_days(30, 5)  # the defaults: date_window_size 30, attribution_window 5
+
+
+@dataclasses.dataclass
+class History:
+    fake: FakeMixpanel
+    first: Run  # sync 1, which read the whole history
+    late: list[FakeEvent]  # what arrives after sync 1
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        return defaults(self.fake, **overrides)
+
+    def bound(self) -> int:
+        """The README's bound: ceil(blocks of history / sweep requests per sync), from sync 1's state."""
+        history = (reread_from(self.first.states[-1]) - FIRST).days
+        bound = syncs_per_pass(history, BLOCK, 2)
+        assert bound is not None and 1 <= bound <= 3
+        return bound
+
+
+def defaults(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
+    """The connector's defaults for windows, attribution, budget and sweep (the harness's are smaller)."""
+    overrides = {"date_window_size": 30, "requests_per_hour": 60, "requests_per_second": 3, **overrides}
+    return config_for(fake, start_date=FIRST.isoformat(), **overrides)
+
+
+def day_start_ms(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def read(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None) -> Run:
+    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert_no_secrets(run.stdout, run.stderr)
+    return run
+
+
+@pytest.fixture
+def history(tmp_path) -> Iterator[History]:
+    """Sync 1 over 63 days; then three events dated 10, 30 and 55 days back are processed a minute later."""
+    events = list(generate_events(3000, FIRST, 63, seed=71))
+    fake = make_fake(events, now_ms=max(e.processing_ms or 0 for e in events) + 60_000)
+    try:
+        first = read(tmp_path, defaults(fake), None)
+        assert record_keys(first.records) == truth(fake, FIRST, TODAY)
+        arrival = fake.now_ms + 60_000
+        late = [
+            FakeEvent("Imported", day_start_ms(TODAY - n * DAY) + 43_200_000,
+                      {"$insert_id": f"imported-{n}", "distinct_id": f"user-{n}", "$user_id": f"user-{n}",
+                       "$device_id": f"device-{n}"}, arrival)
+            for n in LATE_DAYS_BACK
+        ]
+        fake.add_events(late)
+        fake.now_ms = arrival + 60_000
+        fake.reset_requests()
+        yield History(fake, first, late)
+    finally:
+        fake.stop()
+
+
+def late_keys(history: History) -> set[str]:
+    return {event_key(e.name, e.export_properties(time_in_ms=True)) for e in history.late}
+
+
+def test_given_events_weeks_late_when_synced_on_then_each_arrives_once_within_the_stated_syncs(tmp_path, history):
+    """Syncs 2..(1 + bound) deliver all three imported events, each once; a further sync finds nothing
+    more; every event of the normal windows came with sync 1. The records validate, with user_id and
+    device_id."""
+    state, delivered, per_sync = history.first.states[-1], [], []
+    for _ in range(history.bound() + 1):
+        run = read(tmp_path, history.config(), state)
+        delivered += run.records
+        per_sync.append(len(run.records))
+        state = run.states[-1]
+    assert sorted(record_keys(delivered).values()) == [1, 1, 1]
+    assert set(record_keys(delivered)) == late_keys(history)
+    assert per_sync[-1] == 0  # nothing doubled by later sweeps
+    for record in delivered:
+        jsonschema.validate(record, SCHEMA)
+        assert record["user_id"].startswith("user-") and record["device_id"].startswith("device-")
+    union = record_keys(history.first.records) + record_keys(delivered)
+    assert union == truth(history.fake, FIRST, TODAY)
+    checked = state["history"]["checked"]
+    assert state["history"]["from"] == FIRST.isoformat() and 1 <= len(checked) <= 4
+
+
+def test_given_sweep_on_and_off_when_synced_then_requests_differ_by_the_sweeps(tmp_path, history):
+    """At the defaults, a sync the same day costs 1 request for the recent days; the sweep adds 2, each
+    filtered by the watermark its days were last checked at. With 0 it finds only the recent arrival."""
+    state = history.first.states[-1]
+    off = read(tmp_path, history.config(history_sweep_requests=0), state)
+    assert len(history.fake.export_requests) == 1
+    recent = reread_from(state)
+    assert history.fake.export_requests[0].params["from_date"] == recent.isoformat()
+    in_recent = [e for e in history.late if e.time_ms >= day_start_ms(recent)]
+    assert len(off.records) == len(in_recent)
+
+    history.fake.reset_requests()
+    on = read(tmp_path, history.config(), state)
+    requests = history.fake.export_requests
+    assert len(requests) == 3
+    watermark = state["watermark_ms"]
+    sweeps = [r for r in requests if r.params["to_date"] < recent.isoformat()]
+    assert len(sweeps) == 2
+    assert all(f'number(properties["mp_processing_time_ms"]) > {watermark}' in r.params["where"] for r in sweeps)
+    assert "History sweep: 2 window(s)" in on.logs()
+    assert len(on.records) >= len(off.records)
+
+
+def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, history):
+    """kill -9 after the first sweep window's STATE, while the second is being fetched: the resumed
+    syncs deliver every imported event, and the normal windows' STATE came before the sweep's records."""
+    state = history.first.states[-1]
+    history.fake.inject_when(lambda r: r.number == 3, Fault("slow", delay_s=30))  # the second sweep window
+    killed = read_and_kill(tmp_path, history.config(), state, nth_state(3))
+    history.fake.release_slow()
+    history.fake.clear_faults()
+    assert killed.returncode == -signal.SIGKILL
+    states = killed.states
+    assert states[1]["synced_through"] == TODAY.isoformat() and "in_progress" not in states[1]
+    assert states[2]["history"] != states[1]["history"]  # the first sweep window's days, checked anew
+    delivered = list(killed.records)
+    state = states[-1]
+    for _ in range(history.bound() + 1):
+        run = read(tmp_path, history.config(), state)
+        delivered += run.records
+        state = run.states[-1]
+    assert set(record_keys(delivered)) == late_keys(history)
+    assert max(record_keys(delivered).values()) == 1
+
+
+def test_given_budget_short_when_synced_then_sweep_skipped_with_a_log_line(tmp_path, history):
+    """With 2 export queries an hour, the sweep (2) does not fit after the recent days' request:
+    skipped, said so, and the history keeps its watermarks for the next sync."""
+    state = history.first.states[-1]
+    run = read(tmp_path, history.config(requests_per_hour=2), state)
+    assert len(history.fake.export_requests) == 1
+    assert "Skipping the history sweep this sync" in run.logs()
+    assert run.states[-1]["history"]["checked"][0] == state["history"]["checked"][0]
+
+
+def test_given_sweep_fails_when_synced_then_fresh_data_stays_checkpointed(tmp_path, history):
+    """Mixpanel answers every sweep request 500: the sync fails after its retries, but its last STATE
+    already covers the recent days it read, and a later sync (fault gone) sweeps as usual."""
+    state = history.first.states[-1]
+    recent = reread_from(state).isoformat()
+    history.fake.inject_when(lambda r: r.params.get("to_date", "9") < recent, Fault("status", status=500), times=100)
+    config = history.config(max_retry_seconds=0)
+    failed = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
+    assert failed.returncode != 0 and failed.errors
+    last = failed.states[-1]
+    assert last["synced_through"] == TODAY.isoformat() and "in_progress" not in last
+    assert last["watermark_ms"] > state["watermark_ms"]
+    history.fake.clear_faults()
+    delivered = list(failed.records)
+    state = last
+    for _ in range(history.bound() + 1):
+        run = read(tmp_path, history.config(), state)
+        delivered += run.records
+        state = run.states[-1]
+    assert set(record_keys(delivered)) == late_keys(history)

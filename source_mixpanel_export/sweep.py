@@ -1,0 +1,126 @@
+"""The history sweep: which already-synced days to check again for events that arrived very late.
+
+Each sync re-reads its recent days for late arrivals (state.py); an event that reaches Mixpanel
+after its day has left that stretch (an `/import` backfill, a device offline for weeks) is found
+only by the sweep. The state keeps, for the history before the recent stretch, contiguous ranges of
+days with the watermark each was last checked at: every event of those days that Mixpanel processed
+at or before it has been emitted. A sweep window re-reads one range's days keeping only events
+processed after that watermark, so it returns the very late arrivals and nothing already delivered.
+
+Days are grouped in blocks of `block_days` counted from 1970-01-01, and both the recent stretch
+(when its old days move into the history, `fold_limit`) and the sweep windows follow the blocks, so
+that ranges stay whole blocks: one window is one range's block, with one watermark, and the state
+holds about one range per sync of a sweep pass however long the history is. The windows of a sync
+are the stalest first, newest days first among equals, so the sweep moves from newest to oldest and
+wraps around to the first stretch it checked; every day is checked again within
+ceil(blocks of history / windows per sync) syncs.
+
+All of it is pure (dates and integers), tested without HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from .windows import ONE_DAY, Window
+
+EPOCH_DAY = dt.date(1970, 1, 1)
+MS_PER_DAY = 86_400_000
+# Checked ranges are (through_day, watermark_ms); the first begins at the history's first day and
+# each of the others the day after the one before it.
+Checked = tuple[dt.date, int]
+
+
+def block_days(date_window_size: int, attribution_window: int) -> int:
+    """Days per block: what one window can hold besides the attribution window and today.
+
+    The recent stretch is read as one window of late arrivals when it fits in `date_window_size`
+    days; it spans the attribution window, up to a block before it, and today: so a block is the
+    window less those. At least one day.
+    """
+    return max(1, date_window_size - attribution_window - 1)
+
+
+def block_start(day: dt.date, block: int) -> dt.date:
+    """The first day of the block holding `day`."""
+    return day - dt.timedelta(days=(day - EPOCH_DAY).days % block)
+
+
+def fold_limit(recent_start: dt.date, through: dt.date, block: int) -> dt.date:
+    """The first day that stays in the recent stretch once a sync has read everything up to `through`.
+
+    `recent_start` is the first day the next sync must re-read for late arrivals (its watermark less
+    the attribution window); the days before it, down to a block boundary, move to the history.
+    """
+    return block_start(min(recent_start, through + ONE_DAY), block)
+
+
+def spans(first: dt.date, checked: Sequence[Checked]) -> list[tuple[dt.date, dt.date, int]]:
+    """The ranges as (first_day, last_day, watermark_ms)."""
+    out = []
+    for through, watermark in checked:
+        out.append((first, through, watermark))
+        first = through + ONE_DAY
+    return out
+
+
+def mark(first: dt.date, checked: Sequence[Checked], low: dt.date, high: dt.date, watermark: int) -> list[Checked]:
+    """The ranges after the days `low..high` (within them) were checked at `watermark`.
+
+    Neighbours with the same watermark become one range: the windows of one sync share its
+    watermark (state.py), so a sweep pass leaves about one range per sync.
+    """
+    pieces: list[tuple[dt.date, dt.date, int]] = []
+    for a, b, mark_ms in spans(first, checked):
+        if b < low or a > high:
+            pieces.append((a, b, mark_ms))
+            continue
+        if a < low:
+            pieces.append((a, low - ONE_DAY, mark_ms))
+        pieces.append((max(a, low), min(b, high), watermark))
+        if b > high:
+            pieces.append((high + ONE_DAY, b, mark_ms))
+    merged: list[Checked] = []
+    for _, b, mark_ms in pieces:
+        if merged and merged[-1][1] == mark_ms:
+            merged[-1] = (b, mark_ms)
+        else:
+            merged.append((b, mark_ms))
+    return merged
+
+
+def sweep_windows(
+    first: dt.date, checked: Sequence[Checked], start_day: dt.date, block: int, count: int
+) -> list[Window]:
+    """The sync's `count` sweep windows, stalest first: each the newest unchecked block-part of the
+    range checked longest ago (the newest such range among equals), never before `start_day`."""
+    remaining = [(max(a, start_day), b, mark_ms) for a, b, mark_ms in spans(first, checked) if b >= start_day]
+    windows: list[Window] = []
+    while len(windows) < count and remaining:
+        index = min(range(len(remaining)), key=lambda i: (remaining[i][2], -remaining[i][1].toordinal()))
+        low, high, mark_ms = remaining[index]
+        window_first = max(low, block_start(high, block))
+        windows.append(Window(window_first, high, mark_ms, sweep=True))
+        if window_first > low:
+            remaining[index] = (low, window_first - ONE_DAY, mark_ms)
+        else:
+            del remaining[index]
+    return windows
+
+
+def history_days(first: dt.date, checked: Sequence[Checked], start_day: dt.date) -> int:
+    """How many days of history the sweep checks (those from `start_day` on)."""
+    if not checked:
+        return 0
+    return max(0, (checked[-1][0] - max(first, start_day)).days + 1)
+
+
+def syncs_per_pass(history: int, block: int, windows: int) -> int | None:
+    """How many syncs check every day of `history` days once (None: the sweep is off)."""
+    if windows <= 0:
+        return None
+    if history <= 0:
+        return 0
+    blocks = -(-(history - 1) // block) + 1  # the most blocks `history` consecutive days can touch
+    return -(-blocks // windows)

@@ -1,0 +1,204 @@
+"""The history sweep: checked ranges, stalest-first windows, folding, and a model of many syncs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from source_mixpanel_export.config import parse_config
+from source_mixpanel_export.state import ExportState, parse_state, sync_plan
+from source_mixpanel_export.sweep import (
+    block_days,
+    block_start,
+    fold_limit,
+    history_days,
+    mark,
+    sweep_windows,
+    syncs_per_pass,
+)
+from source_mixpanel_export.windows import Listed, Planner, Window
+
+D = dt.date
+MS_DAY = 86_400_000
+
+
+def ms(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def config(**overrides):
+    raw = {
+        "credentials": {"option_title": "Service Account", "username": "u", "secret": "s", "project_id": 7},
+        "start_date": "2021-01-01",
+    }
+    raw.update(overrides)
+    return parse_config(raw, now=dt.datetime(2027, 6, 1, tzinfo=dt.UTC))
+
+
+def test_given_defaults_when_blocks_are_sized_then_the_recent_stretch_fits_one_window():
+    """30-day windows, 5 days of attribution: blocks of 24 days, so that up to a block before the
+    attribution window, the attribution window and today are 30 days, one request."""
+    assert block_days(30, 5) == 24 and block_days(1, 5) == 1 and block_days(7, 0) == 6
+    assert (block_start(D(1970, 1, 24), 24), block_start(D(1970, 1, 25), 24)) == (D(1970, 1, 1), D(1970, 1, 25))
+    assert fold_limit(D(1970, 2, 20), D(1970, 3, 1), 24) == D(1970, 2, 18)
+    assert fold_limit(D(1970, 2, 20), D(1970, 1, 30), 24) == D(1970, 1, 25)  # never past what was read
+
+
+def test_given_ranges_when_days_are_marked_then_carved_and_equal_neighbours_merged():
+    first = D(2024, 1, 1)
+    checked = [(D(2024, 1, 10), 100), (D(2024, 1, 20), 200), (D(2024, 1, 31), 300)]
+    assert mark(first, checked, D(2024, 1, 5), D(2024, 1, 12), 900) == [
+        (D(2024, 1, 4), 100), (D(2024, 1, 12), 900), (D(2024, 1, 20), 200), (D(2024, 1, 31), 300)
+    ]
+    assert mark(first, checked, D(2024, 1, 11), D(2024, 1, 31), 100) == [(D(2024, 1, 31), 100)]
+    assert mark(first, checked, D(2024, 1, 1), D(2024, 1, 10), 200) == [(D(2024, 1, 20), 200), (D(2024, 1, 31), 300)]
+
+
+def test_given_history_when_sweep_windows_are_planned_then_stalest_first_newest_first_within_blocks():
+    """One range checked at 100 and a newer one at 200: the stalest is swept from its newest block down,
+    each window inside one block and one range, never before start_day."""
+    first, block = D(1970, 1, 1), 24
+    checked = [(D(1970, 3, 1), 100), (D(1970, 4, 30), 200)]
+    windows = sweep_windows(first, checked, D(1970, 1, 10), block, 4)
+    assert windows == [
+        Window(D(1970, 2, 18), D(1970, 3, 1), 100, sweep=True),
+        Window(D(1970, 1, 25), D(1970, 2, 17), 100, sweep=True),
+        Window(D(1970, 1, 10), D(1970, 1, 24), 100, sweep=True),
+        Window(D(1970, 4, 7), D(1970, 4, 30), 200, sweep=True),
+    ]
+    assert sweep_windows(first, checked, D(1970, 1, 1), block, 0) == []
+    assert sweep_windows(first, [(D(1970, 1, 5), 1), (D(1970, 1, 9), 1_000)], first, block, 9) == [
+        Window(D(1970, 1, 1), D(1970, 1, 5), 1, sweep=True), Window(D(1970, 1, 6), D(1970, 1, 9), 1_000, sweep=True)
+    ]
+
+
+def test_given_five_years_when_a_pass_is_counted_then_the_bound_the_readme_states():
+    """The README's bound: 5 years of history at the defaults is checked whole within 39 syncs."""
+    assert syncs_per_pass(1826, 24, 2) == 39 and syncs_per_pass(365, 24, 2) == 9
+    assert syncs_per_pass(1826, 24, 0) is None and syncs_per_pass(0, 24, 2) == 0
+    assert history_days(D(2021, 1, 1), [(D(2021, 1, 31), 5)], D(2021, 1, 11)) == 21
+
+
+def test_given_version_2_state_when_planned_then_history_counts_as_checked_at_its_watermark():
+    """Migration: the synced days before the recent stretch become one range at the watermark; the
+    sweep starts at their newest block."""
+    cfg = config()
+    v2 = {"version": 2, "synced_through": "2026-05-31", "watermark_ms": ms(D(2026, 6, 1)) + 3_600_000}
+    plan = sync_plan(cfg, parse_state(v2, now=dt.datetime(2026, 6, 1, 2, tzinfo=dt.UTC)), D(2026, 6, 1))
+    watermark = v2["watermark_ms"]
+    assert plan.first == D(2026, 5, 27)
+    assert plan.state.history_from == D(2021, 1, 1) and plan.state.history == ((D(2026, 5, 26), watermark),)
+    assert [w.processed_after_ms for w in plan.sweep] == [watermark, watermark]
+    assert plan.sweep[0].last_day == D(2026, 5, 26) and all(w.sweep for w in plan.sweep)
+    assert plan.sweep[1].last_day == plan.sweep[0].first_day - dt.timedelta(days=1)
+    assert sync_plan(config(history_sweep_requests=0), plan.state, D(2026, 6, 1)).sweep == []
+
+
+def test_given_fresh_state_when_completed_and_settled_then_whole_blocks_join_the_history():
+    cfg = config()
+    plan = sync_plan(cfg, ExportState(), D(2026, 6, 1))
+    assert plan.sweep == [] and plan.first == D(2021, 1, 1)
+    watermark = ms(D(2026, 6, 1)) + 3_600_000
+    state = plan.state.completed(D(2026, 6, 1), watermark).settled(cfg)
+    recent = state.recent_from()
+    assert recent is not None and recent == block_start(D(2026, 5, 27), 24)
+    assert state.history == ((recent - dt.timedelta(days=1), watermark),)
+    assert (D(2026, 6, 1) - recent).days + 1 <= cfg.date_window_size  # the re-read fits one window
+    assert parse_state(state.to_dict(), now=dt.datetime(2026, 6, 2, tzinfo=dt.UTC)) == state
+
+
+# A model of many incremental syncs with the sweep, without HTTP: Mixpanel as (event day, processing
+# time) pairs; each window of a sync (planned by the real Planner, from the real sync_plan) returns
+# what was processed after its processed_after_ms and by the moment it was asked; the state moves as
+# stream.ExportReader moves it. Events arrive at any lateness, never during a sync.
+
+
+def _model_sync(cfg, state, events, now, kill_at, delivered):
+    """One modelled daily sync at `now` (ms): returns its last STATE, and how many windows it read."""
+    today = D(1970, 1, 1) + dt.timedelta(days=now // MS_DAY)
+    plan = sync_plan(cfg, state, today)
+    state = plan.state
+    fresh = Planner(plan.segments, cfg.date_window_size, cfg.window_target_events, "UTC")
+    watermark, number = None, 0
+    for sweeping, windows in ((False, iter(fresh.next, None)), (True, iter(Listed(plan.sweep).next, None))):
+        if sweeping and watermark is not None and plan.end >= plan.first:
+            state = state.completed(plan.end, watermark).settled(cfg)  # the fresh data's last STATE
+        for window in windows:
+            if kill_at is not None and number == kill_at:
+                return state
+            asked = now + number * 1000
+            for index, (day, processed) in enumerate(events):
+                if window.first_day <= day <= window.last_day and processed <= asked:
+                    if window.processed_after_ms is None or processed > window.processed_after_ms:
+                        delivered.setdefault(index, []).append(now)
+            watermark = asked - 250 if watermark is None else min(watermark, asked - 250)
+            state = state.swept(window, watermark) if sweeping else state.progressed(window.last_day, watermark)
+            number += 1
+    if not plan.sweep and watermark is not None and plan.end >= plan.first:
+        state = state.completed(plan.end, watermark).settled(cfg)
+    return state
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32), requests=st.integers(1, 3), kills=st.booleans())
+def test_given_years_of_daily_syncs_when_events_arrive_at_any_lateness_then_each_arrives_once_in_bound(
+    seed, requests, kills
+):
+    """Two years of history, a sweep pass and 20 more daily syncs, 120 events processed between syncs
+    on random days (minutes to two years late): every one is delivered exactly once, within
+    ceil(blocks / windows per sync) syncs of its arrival when no sync is killed; with kills, nothing
+    is lost."""
+    rng = random.Random(seed)
+    cfg = config(start_date="2024-01-01", history_sweep_requests=requests)
+    first_sync = ms(D(2026, 1, 1)) + 6 * 3_600_000
+    bound = syncs_per_pass(history_days(D(2024, 1, 1), [(D(2026, 3, 31), 0)], D(2024, 1, 1)), 24, requests)
+    assert bound is not None
+    syncs = bound + 20
+    arrivals = [first_sync + rng.randrange(1, syncs - bound - 1) * MS_DAY + MS_DAY // 2 for _ in range(120)]
+    events = [(D(2024, 1, 1) + dt.timedelta(days=rng.randrange((a - ms(D(2024, 1, 1))) // MS_DAY)), a)
+              for a in arrivals]
+    delivered: dict[int, list[int]] = {}
+    state = ExportState()
+    ranges = []
+    for day in range(syncs + (bound + 1 if kills else 0)):  # killed syncs delay the sweep: then more syncs
+        now = first_sync + day * MS_DAY
+        kill_at = rng.randrange(6) if kills and day < syncs and rng.random() < 0.3 else None
+        state = parse_state(_model_sync(cfg, state, events, now, kill_at, delivered).to_dict(),
+                            now=dt.datetime.fromtimestamp(now / 1000 + 60, dt.UTC))
+        ranges.append(len(state.history))
+    for index, (_, arrived) in enumerate(events):
+        assert delivered.get(index), (index, events[index])
+        if not kills:  # a resumed sync re-reads what its killed predecessor emitted since its checkpoint
+            assert len(delivered[index]) == 1, (index, events[index], delivered[index])
+            assert (delivered[index][0] - arrived) // MS_DAY + 1 <= bound
+    assert max(ranges) <= 2 * bound + 4  # ranges, not days: about one per sync of a pass
+
+
+def test_given_a_daily_sync_at_the_defaults_when_planned_then_two_fresh_requests_and_two_sweeps():
+    """The README's request count: yesterday's sync left the state; today's reads the recent days' late
+    arrivals in one window and the new day in another, then sweeps two blocks (0 with the sweep off)."""
+    cfg = config()
+    yesterday = ms(D(2026, 5, 31)) + 6 * 3_600_000
+    first = sync_plan(cfg, ExportState(), D(2026, 5, 31))
+    state = first.state.completed(D(2026, 5, 31), yesterday).settled(cfg)
+    plan = sync_plan(cfg, state, D(2026, 6, 1))
+    planner = Planner(plan.segments, cfg.date_window_size, cfg.window_target_events, "UTC")
+    late = planner.next()
+    assert late is not None and late.processed_after_ms == yesterday and late.first_day == state.recent_from()
+    planner.observe(late, events=300, size=300_000)
+    assert planner.next() == Window(D(2026, 6, 1), D(2026, 6, 1)) and planner.next() is None
+    assert len(plan.sweep) == 2 and sync_plan(config(history_sweep_requests=0), state, D(2026, 6, 1)).sweep == []
+
+
+def test_given_start_date_moved_past_the_synced_days_when_planned_then_skipped_days_count_as_never_read():
+    """A state synced through May, a config now starting in July: June was never read, so the history
+    marks it checked at 0 (a sweep would read it whole if start_date came back), never at a watermark."""
+    may = config(start_date="2026-05-01")
+    state = sync_plan(may, ExportState(), D(2026, 5, 31)).state.completed(D(2026, 5, 31), ms(D(2026, 5, 31)))
+    plan = sync_plan(config(start_date="2026-07-01"), state.settled(may), D(2026, 7, 10))
+    assert plan.first == D(2026, 7, 1)
+    assert plan.state.history[-1] == (D(2026, 6, 30), 0)
+    assert plan.state.history[-2][0] == D(2026, 5, 31) and plan.sweep == []
