@@ -107,8 +107,9 @@ def main() -> None:
         summarize_read(second)
         before = {m["record"]["data"]["event_id"] for m in first if m["type"] == "RECORD"}
         late = [m["record"]["data"] for m in second if m["type"] == "RECORD"]
-        print(f"\nThe second read re-read the days late events could belong to (attribution_window), keeping only "
-              f"events Mixpanel processed since the first read: {len(late)} new or late events, "
+        print(f"\nThe second read re-read the recent days late events could belong to, and swept two blocks "
+              f"of older days, keeping only events Mixpanel processed since the first read: {len(late)} new or "
+              "late events, "
               f"{sum(r['event_id'] in before for r in late)} of them already delivered by the first read.\n"
               "Outputs are in .demo/.")
     finally:
