@@ -101,9 +101,10 @@ class ExportReader:
         )
         watermark: int | None = None
         written: dict[str, Any] | None = None  # the last STATE written
-        started = self._clock.monotonic()
+        started, done = self._clock.monotonic(), 0
         try:
-            for done, download in enumerate(self._fetch(planner), start=1):
+            for download in self._fetch(planner):
+                done += 1
                 window = download.window
                 if window.first_day > self._end:  # past Mixpanel's today, answered as its day rolled over:
                     continue  # a piece of that day may have been dropped, so none of it counts
@@ -127,9 +128,10 @@ class ExportReader:
             if incremental and plan.sweep and self._sweep_allowed(plan.sweep):
                 yield state_message(written := state.to_dict())
                 for download in self._fetch(Listed(plan.sweep)):
+                    done += 1
                     count = yield from self._records(download)
                     watermark = min(download.server_time_ms, watermark or download.server_time_ms)
-                    self._log_progress(download, count, 0, started)
+                    self._log_progress(download, count, done, started)
                     if download.window.time_to is None:  # not an inner piece of a split day
                         state = state.swept(download.window, watermark)
                         yield state_message(written := state.to_dict())
