@@ -63,8 +63,11 @@ class History:
 
 def defaults(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
     """The connector's defaults for windows, attribution, budget and sweep (the harness's are smaller)."""
-    overrides = {"date_window_size": 30, "requests_per_hour": 60, "requests_per_second": 3, **overrides}
-    return config_for(fake, start_date=FIRST.isoformat(), **overrides)
+    overrides = {
+        "start_date": FIRST.isoformat(), "date_window_size": 30, "requests_per_hour": 60, "requests_per_second": 3,
+        **overrides,
+    }
+    return config_for(fake, **overrides)
 
 
 def day_start_ms(day: dt.date) -> int:
@@ -202,3 +205,56 @@ def test_given_sweep_fails_when_synced_then_fresh_data_stays_checkpointed(tmp_pa
         delivered += run.records
         state = run.states[-1]
     assert set(record_keys(delivered)) == late_keys(history)
+
+
+def test_given_attribution_window_raised_past_the_recent_days_when_synced_on_then_late_events_come_once(
+    tmp_path, history
+):
+    """attribution_window 5 -> 45 after sync 1 (sweep off to isolate it): the syncs re-read history
+    days for late arrivals, and those days then count as checked at the sync's watermark, so an event
+    imported 40 days back comes once, not on every sync (found by review)."""
+    state = history.first.states[-1]
+    event = FakeEvent("Imported40", day_start_ms(TODAY - 40 * DAY) + 1000, {"$insert_id": "imp-40"},
+                      history.fake.now_ms - 30_000)
+    history.fake.add_events([event])
+    counts = []
+    for _ in range(4):
+        run = read(tmp_path, history.config(attribution_window=45, history_sweep_requests=0), state)
+        counts.append(sum(1 for r in run.records if r["event"] == "Imported40"))
+        state = run.states[-1]
+        history.fake.now_ms += 3_600_000
+    assert counts == [1, 0, 0, 0]
+
+
+def test_given_end_date_in_the_past_when_swept_then_nothing_after_it_is_emitted(tmp_path, history):
+    """end_date 50 days back: the sweep keeps to it (found by review), and still finds the event 55 days back."""
+    end = TODAY - 50 * DAY
+    state, delivered = history.first.states[-1], []
+    for _ in range(history.bound() + 1):
+        run = read(tmp_path, history.config(end_date=end.isoformat()), state)
+        delivered += run.records
+        state = run.states[-1]
+    assert [r["time"][:10] for r in delivered] == [(TODAY - 55 * DAY).isoformat()]
+
+
+def test_given_days_skipped_by_a_later_start_date_when_it_comes_back_then_they_are_read_whole(tmp_path):
+    """Synced to 40 days back (end_date), then start_date 20 days back: the days between were never read
+    (checked at 0). With start_date back, they are read whole, events without mp_processing_time_ms
+    included, not filtered by `> 0` (found by review)."""
+    events = list(generate_events(3000, FIRST, 63, seed=72, missing_processing_fraction=0.05))
+    fake = make_fake(events, now_ms=max(e.processing_ms or 0 for e in events) + 60_000)
+    try:
+        run = read(tmp_path, defaults(fake, end_date=(TODAY - 40 * DAY).isoformat()), None)
+        delivered = list(run.records)
+        run = read(tmp_path, defaults(fake, start_date=(TODAY - 20 * DAY).isoformat()), run.states[-1])
+        delivered += run.records
+        state = run.states[-1]
+        assert [c for c in state["history"]["checked"] if c["watermark_ms"] == 0]
+        for _ in range(4):
+            fake.now_ms += 3_600_000
+            run = read(tmp_path, defaults(fake), state)
+            delivered += run.records
+            state = run.states[-1]
+        assert set(record_keys(delivered)) == set(truth(fake, FIRST, TODAY))
+    finally:
+        fake.stop()

@@ -217,8 +217,9 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
             "History sweep requests per sync", "history_sweep_requests", "Incremental syncs spend this "
             "many extra export requests re-reading older, already synced days for events that arrived "
             "later than the attribution window (imports, devices offline for weeks), oldest-checked days "
-            "first; a sweep of all history takes about (history days / (Days per request - Attribution "
-            "window - 1)) / this many syncs. 0 turns the sweep off. Skipped when the hourly budget is short.",
+            "first, in blocks of (Days per request - Attribution window - 1, at least 1) days: a sweep of all "
+            "history takes about (history days / block days) / this many syncs. 0 turns the sweep off. "
+            "Skipped when the hourly budget is short.",
             20,
         ),
     },

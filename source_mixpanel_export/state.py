@@ -193,11 +193,17 @@ class ExportState:
             return self
         return self.folded(fold_limit(recent_start, reached, _block(config)))
 
-    def swept(self, window: Window, watermark_ms: int) -> ExportState:
-        """The state after a sweep window's days were checked again at `watermark_ms`."""
-        if self.history_from is None:
+    def checked(self, first: dt.date, last: dt.date, watermark_ms: int) -> ExportState:
+        """The state after the history days `first..last` were read again, each for the events
+        processed after the watermark its range had, up to `watermark_ms` (a sweep window, or history
+        days a sync re-read because its attribution window reaches them)."""
+        recent_from = self.recent_from()
+        if self.history_from is None or recent_from is None:
             return self
-        history = mark(self.history_from, self.history, window.first_day, window.last_day, watermark_ms)
+        last = min(last, recent_from - ONE_DAY)
+        if last < max(first, self.history_from):
+            return self
+        history = mark(self.history_from, self.history, first, last, watermark_ms)
         return replace(self, history=tuple(history))
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,7 +254,8 @@ def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
     segments = plan_segments(first, end, state.coverage()) if first <= end else []
     sweep: list[Window] = []
     if state.history_from is not None:
-        sweep = sweep_windows(state.history_from, state.history, start, _block(config), config.history_sweep_requests)
+        days, count = (start, end), config.history_sweep_requests
+        sweep = sweep_windows(state.history_from, state.history, days, _block(config), count)
     return SyncPlan(first, end, segments, sweep, state)
 
 

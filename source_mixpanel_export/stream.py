@@ -122,6 +122,9 @@ class ExportReader:
                 else:
                     yield state_message({NO_CURSOR_MARKER: True})
             if incremental and watermark is not None and self._end >= plan.first:
+                # History days an attribution window longer than the recent days made the sync re-read
+                # are checked anew, so that the next sync does not ask for their late arrivals again.
+                state = state.checked(plan.first, self._end, watermark)
                 state = state.completed(self._end, watermark).settled(self._config)
             # The sweep comes after every window of fresh data, and after their STATE: a sweep that
             # fails or is killed leaves the fresh data checkpointed.
@@ -133,7 +136,7 @@ class ExportReader:
                     watermark = min(download.server_time_ms, watermark or download.server_time_ms)
                     self._log_progress(download, count, done, started)
                     if download.window.time_to is None:  # not an inner piece of a split day
-                        state = state.swept(download.window, watermark)
+                        state = state.checked(download.window.first_day, download.window.last_day, watermark)
                         yield state_message(written := state.to_dict())
         finally:
             self._stop.set()

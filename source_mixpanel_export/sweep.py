@@ -91,17 +91,24 @@ def mark(first: dt.date, checked: Sequence[Checked], low: dt.date, high: dt.date
 
 
 def sweep_windows(
-    first: dt.date, checked: Sequence[Checked], start_day: dt.date, block: int, count: int
+    first: dt.date, checked: Sequence[Checked], days: tuple[dt.date, dt.date], block: int, count: int
 ) -> list[Window]:
     """The sync's `count` sweep windows, stalest first: each the newest unchecked block-part of the
-    range checked longest ago (the newest such range among equals), never before `start_day`."""
-    remaining = [(max(a, start_day), b, mark_ms) for a, b, mark_ms in spans(first, checked) if b >= start_day]
+    range checked longest ago (the newest such range among equals), within `days` (start_day and
+    end_date). Days checked at 0 were never read: they are read whole, not for `> 0`, which would
+    leave out events without a processing time."""
+    low_day, high_day = days
+    remaining = [
+        (max(a, low_day), min(b, high_day), mark_ms)
+        for a, b, mark_ms in spans(first, checked)
+        if b >= low_day and a <= high_day
+    ]
     windows: list[Window] = []
     while len(windows) < count and remaining:
         index = min(range(len(remaining)), key=lambda i: (remaining[i][2], -remaining[i][1].toordinal()))
         low, high, mark_ms = remaining[index]
         window_first = max(low, block_start(high, block))
-        windows.append(Window(window_first, high, mark_ms, sweep=True))
+        windows.append(Window(window_first, high, mark_ms or None, sweep=True))
         if window_first > low:
             remaining[index] = (low, window_first - ONE_DAY, mark_ms)
         else:

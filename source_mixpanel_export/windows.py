@@ -80,14 +80,14 @@ def plan_segments(
 
     `coverage` lists ascending `(through_day, watermark_ms)` pairs from the state: a day takes the
     watermark of the first pair that reaches it and is read for late arrivals only; days past
-    every pair have never been read and are read whole.
+    every pair, and days of a pair with watermark 0 (never read), are read whole.
     """
     segments: list[Segment] = []
     cursor = first_day
     for through, watermark in coverage:
         segment_end = min(through, last_day)
         if segment_end >= cursor:
-            segments.append(Segment(cursor, segment_end, watermark))
+            segments.append(Segment(cursor, segment_end, watermark or None))
             cursor = segment_end + ONE_DAY
     if cursor <= last_day:
         segments.append(Segment(cursor, last_day, None))

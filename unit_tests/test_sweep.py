@@ -62,15 +62,15 @@ def test_given_history_when_sweep_windows_are_planned_then_stalest_first_newest_
     each window inside one block and one range, never before start_day."""
     first, block = D(1970, 1, 1), 24
     checked = [(D(1970, 3, 1), 100), (D(1970, 4, 30), 200)]
-    windows = sweep_windows(first, checked, D(1970, 1, 10), block, 4)
+    windows = sweep_windows(first, checked, (D(1970, 1, 10), D(1970, 12, 31)), block, 4)
     assert windows == [
         Window(D(1970, 2, 18), D(1970, 3, 1), 100, sweep=True),
         Window(D(1970, 1, 25), D(1970, 2, 17), 100, sweep=True),
         Window(D(1970, 1, 10), D(1970, 1, 24), 100, sweep=True),
         Window(D(1970, 4, 7), D(1970, 4, 30), 200, sweep=True),
     ]
-    assert sweep_windows(first, checked, D(1970, 1, 1), block, 0) == []
-    assert sweep_windows(first, [(D(1970, 1, 5), 1), (D(1970, 1, 9), 1_000)], first, block, 9) == [
+    assert sweep_windows(first, checked, (first, D(1970, 12, 31)), block, 0) == []
+    assert sweep_windows(first, [(D(1970, 1, 5), 1), (D(1970, 1, 9), 1_000)], (first, D(1971, 1, 1)), block, 9) == [
         Window(D(1970, 1, 1), D(1970, 1, 5), 1, sweep=True), Window(D(1970, 1, 6), D(1970, 1, 9), 1_000, sweep=True)
     ]
 
@@ -124,8 +124,8 @@ def _model_sync(cfg, state, events, now, kill_at, delivered):
     fresh = Planner(plan.segments, cfg.date_window_size, cfg.window_target_events, "UTC")
     watermark, number = None, 0
     for sweeping, windows in ((False, iter(fresh.next, None)), (True, iter(Listed(plan.sweep).next, None))):
-        if sweeping and watermark is not None and plan.end >= plan.first:
-            state = state.completed(plan.end, watermark).settled(cfg)  # the fresh data's last STATE
+        if sweeping and watermark is not None and plan.end >= plan.first:  # the fresh data's last STATE
+            state = state.checked(plan.first, plan.end, watermark).completed(plan.end, watermark).settled(cfg)
         for window in windows:
             if kill_at is not None and number == kill_at:
                 return state
@@ -135,10 +135,13 @@ def _model_sync(cfg, state, events, now, kill_at, delivered):
                     if window.processed_after_ms is None or processed > window.processed_after_ms:
                         delivered.setdefault(index, []).append(now)
             watermark = asked - 250 if watermark is None else min(watermark, asked - 250)
-            state = state.swept(window, watermark) if sweeping else state.progressed(window.last_day, watermark)
+            if sweeping:
+                state = state.checked(window.first_day, window.last_day, watermark)
+            else:
+                state = state.progressed(window.last_day, watermark)
             number += 1
     if not plan.sweep and watermark is not None and plan.end >= plan.first:
-        state = state.completed(plan.end, watermark).settled(cfg)
+        state = state.checked(plan.first, plan.end, watermark).completed(plan.end, watermark).settled(cfg)
     return state
 
 
