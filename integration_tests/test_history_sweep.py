@@ -150,6 +150,7 @@ def test_given_sweep_on_and_off_when_synced_then_requests_differ_by_the_sweeps(t
     assert len(sweeps) == 2
     assert all(f'number(properties["mp_processing_time_ms"]) > {watermark}' in r.params["where"] for r in sweeps)
     assert "History sweep: 2 window(s)" in on.logs()
+    assert f"history takes {history.bound()} syncs like this one" in on.logs()  # the README's bound, logged
     assert len(on.records) >= len(off.records)
 
 

@@ -35,7 +35,7 @@ import pendulum
 
 from .config import FIRST_DATE, Config
 from .errors import config_error
-from .sweep import Checked, block_days, fold_limit, mark, sweep_windows
+from .sweep import Checked, block_days, fold_limit, history_days, mark, sweep_windows
 from .windows import Segment, Window, plan_segments
 
 if TYPE_CHECKING:
@@ -192,6 +192,10 @@ class ExportState:
         if recent_start is None or reached is None:
             return self
         return self.folded(fold_limit(recent_start, reached, _block(config)))
+
+    def history_days(self, start_day: dt.date) -> int:
+        """How many days of history the sweep checks (those from `start_day` on)."""
+        return history_days(self.history_from, self.history, start_day) if self.history_from else 0
 
     def checked(self, first: dt.date, last: dt.date, watermark_ms: int) -> ExportState:
         """The state after the history days `first..last` were read again, each for the events

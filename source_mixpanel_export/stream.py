@@ -38,6 +38,7 @@ from .prefetch import fetch_in_order
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tally, make_builder, window_records
 from .retry import DateAfterToday, TooLarge
 from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, sync_plan
+from .sweep import block_days, syncs_per_pass
 from .windows import ONE_DAY, Listed, Planner, Segment, Window, split_window
 
 Item = Batch | AirbyteMessage  # a batch of records, or a message ready to write
@@ -128,7 +129,7 @@ class ExportReader:
                 state = state.completed(self._end, watermark).settled(self._config)
             # The sweep comes after every window of fresh data, and after their STATE: a sweep that
             # fails or is killed leaves the fresh data checkpointed.
-            if incremental and plan.sweep and self._sweep_allowed(plan.sweep):
+            if incremental and plan.sweep and self._sweep_allowed(plan):
                 yield state_message(written := state.to_dict())
                 for download in self._fetch(Listed(plan.sweep)):
                     done += 1
@@ -152,19 +153,22 @@ class ExportReader:
         workers, replaceable = self._config.max_concurrent_requests, (TooLarge, DateAfterToday)
         return fetch_in_order(planner, self._client.fetch, workers, self._replace, replaceable)
 
-    def _sweep_allowed(self, sweep: list[Window]) -> bool:
+    def _sweep_allowed(self, plan: SyncPlan) -> bool:
         """Whether the sweep may run now: not when the hourly budget left cannot pay for it (it would
         make the sync wait for the next hour)."""
-        left = self._budget.left_this_hour()
+        sweep, left = plan.sweep, self._budget.left_this_hour()
         if left < len(sweep):
             self._logger.info(
                 f"Skipping the history sweep this sync: {left} export queries are left in this hour's "
                 f"budget and it needs {len(sweep)}. The next sync sweeps instead."
             )
             return False
+        history = plan.state.history_days(self._config.start_day())
+        block = block_days(self._config.date_window_size, self._config.attribution_window)
         self._logger.info(
             f"History sweep: {len(sweep)} window(s) of old days, for events that arrived after they were "
-            "last checked: " + ", ".join(w.label() for w in sweep) + "."
+            "last checked: " + ", ".join(w.label() for w in sweep) + f". Checking all {history} days of "
+            f"history takes {syncs_per_pass(history, block, len(sweep))} syncs like this one."
         )
         return True
 

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from .windows import ONE_DAY, Window
 
 EPOCH_DAY = dt.date(1970, 1, 1)
-MS_PER_DAY = 86_400_000
 # Checked ranges are (through_day, watermark_ms); the first begins at the history's first day and
 # each of the others the day after the one before it.
 Checked = tuple[dt.date, int]
