@@ -112,7 +112,7 @@ def iter_line_batches(chunks: Iterable[bytes]) -> Iterator[Batch]:
             pending.add(chunk)
             continue
         first = chunk.find(b"\n")
-        body = pending.take(chunk[:first]) + chunk[first:cut]
+        body = b"".join((pending.take(chunk[:first]), memoryview(chunk)[first:cut]))  # one copy of the chunk
         pending.add(chunk[cut + 1 :])
         lines = body.split(b"\n")
         if b"" in lines:  # cheaper than looking for b"\n\n" in the body (a slow two-byte search)
