@@ -38,8 +38,9 @@ def stages(spill: Spill) -> list[tuple[str, Callable[[], None]]]:
 
     def parse() -> None:
         for lines, exact in iter_line_batches(spill.chunks()):
-            for line in lines:
-                parse_line(line, exact)
+            flagged = set(exact)
+            for position, line in enumerate(lines):
+                parse_line(line, position in flagged)
 
     def build() -> None:
         build = make_builder()

@@ -18,23 +18,34 @@ from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
 from .records import Batch, now_ms, record_bytes, record_lines
 
+WRITE_BYTES = 1 << 18  # record data gathered before a write: ~400 records of ~600 B (1 MB cost 5 MB of RSS)
+
 
 class MessageWriter:
     """Writes protocol messages to stdout: records in large batches, everything else via the CDK.
 
-    A batch's record bytes come from records.record_bytes; the RECORD envelope is added per batch,
-    with one `emitted_at` (the batch's write time) for every record in it.
+    A batch's record bytes come from records.record_bytes; the RECORD envelope is added per write,
+    with one `emitted_at` (the write's time) for every record in it.
     """
 
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._bodies: list[bytes] = []
+        self._pending = 0  # bytes of record data in _bodies
         self._records_since_state = 0
 
     def records(self, batch: Batch) -> None:
-        """A batch of RECORD lines, written at once (a batch is about a megabyte of records)."""
-        self._bodies += record_bytes(batch)
-        self.flush()
+        """A batch of RECORD lines, written once about WRITE_BYTES of them are pending.
+
+        Batches are a hundred lines or so (see lines.BATCH_LINES); a write per batch would cost a
+        system call, the print buffer's flush and a hand-over of the GIL to a download thread (which
+        may hold it for milliseconds before giving it back) every hundred records.
+        """
+        bodies = record_bytes(batch)
+        self._bodies += bodies
+        self._pending += sum(map(len, bodies))
+        if self._pending >= WRITE_BYTES:
+            self.flush()
 
     def message(self, message: AirbyteMessage) -> None:
         """Any other message, serialized by the CDK; STATE gets the record count since the last one."""
@@ -59,4 +70,5 @@ class MessageWriter:
                 self._out.write(record_lines(bodies, now_ms()))
                 self._records_since_state += len(bodies)
                 bodies.clear()
+                self._pending = 0
             self._out.flush()
