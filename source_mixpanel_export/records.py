@@ -469,12 +469,16 @@ def _sliced(record: dict[str, Any], event: dict[str, Any], line: bytes) -> bytes
 
 
 def _line_start(name: str) -> bytes | None:
-    """`{"event":<name>,"properties":` for `name` (cached in _LINE_STARTS), None if orjson refuses it."""
+    """`{"event":<name>,"properties":` for `name` (cached in _LINE_STARTS), None if orjson refuses it.
+
+    The cache holds at most 10,000 names of at most 256 characters (~3 MB): a hostile body of
+    distinct megabyte-long names would otherwise fill memory with them."""
     if len(_LINE_STARTS) > 10_000:  # a project with that many names: keep the cache bounded
         _LINE_STARTS.clear()
     try:
         start: bytes | None = b'{"event":' + orjson.dumps(name) + _PROPERTIES_KEY
     except TypeError:  # a lone surrogate (the exact parser lets one through)
         start = None
-    _LINE_STARTS[name] = start
+    if len(name) <= 256:
+        _LINE_STARTS[name] = start
     return start

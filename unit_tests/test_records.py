@@ -129,3 +129,13 @@ def test_given_simplified_id_merge_ids_when_built_then_user_id_and_device_id_are
     assert "user_id" not in build(event(**{"$user_id": None}))
     for column in ("user_id", "device_id"):
         assert SCHEMA["properties"][column]["type"] == ["null", "string"]
+
+
+def test_given_many_long_event_names_when_written_then_the_line_start_cache_stays_small():
+    """The cache of `{"event":<name>,"properties":` prefixes keeps short names only, at most 10,001."""
+    from source_mixpanel_export import records
+
+    for index in range(12_000):
+        records._line_start(f"{index:05d}" + "x" * (300 if index % 2 else 10))
+    assert len(records._LINE_STARTS) <= 10_001
+    assert all(len(name) <= 256 for name in records._LINE_STARTS)
