@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from integration_tests.conftest import FIRST_DAY, LAST_DAY
-from integration_tests.harness import config_for, truth
+from integration_tests.harness import PROJECT_ID, ROOT, SA_SECRET, SA_USER, config_for, truth
 
 SCRIPT = Path(sys.executable).parent / "source-mixpanel-export"
 
@@ -29,6 +34,31 @@ def pyairbyte(tmp_path, monkeypatch):
     if not SCRIPT.exists():
         pytest.fail(f"{SCRIPT} is missing: install this package into the test environment (pip install -e .)")
     return pytest.importorskip("airbyte", reason="PyAirbyte is missing: install the package with its `tests` extra")
+
+
+@pytest.fixture
+def fake(events) -> Iterator[SimpleNamespace]:
+    """The fake Mixpanel with the session's events, in a process of its own (`python -m fake_mixpanel`).
+
+    PyAirbyte's executor, DuckDB's threads and an in-process fake share this process: in a whole test
+    run a `check` once waited 15 minutes for an in-process fake that never answered. Out of process,
+    nothing here can hold it up."""
+    args = [
+        sys.executable, "-m", "fake_mixpanel", "--port", "0", "--events", "1500", "--days", "10", "--seed", "7",
+        "--end-date", LAST_DAY.isoformat(), "--username", SA_USER, "--secret", SA_SECRET,
+        "--project-id", str(PROJECT_ID),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert process.stdout is not None
+        url = next((m.group(1) for line in process.stdout if (m := re.search(r"listening on (\S+)", line))), None)
+        assert url, "the fake exited before listening"
+        assert FIRST_DAY == LAST_DAY - dt.timedelta(days=9)  # the same events as the session's
+        yield SimpleNamespace(base_url=url, events=events)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.mark.slow
