@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -23,7 +22,6 @@ from integration_tests.conftest import TODAY
 from integration_tests.harness import (
     INCREMENTAL,
     Run,
-    assert_no_secrets,
     config_for,
     event_key,
     make_fake,
@@ -35,6 +33,7 @@ from integration_tests.harness import (
     state_input,
     truth,
 )
+from integration_tests.test_incremental_lossless import day_start_ms, read
 from source_mixpanel_export.records import SCHEMA
 from source_mixpanel_export.sweep import block_days, syncs_per_pass
 
@@ -68,17 +67,6 @@ def defaults(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
         **overrides,
     }
     return config_for(fake, **overrides)
-
-
-def day_start_ms(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
-
-
-def read(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None) -> Run:
-    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert_no_secrets(run.stdout, run.stderr)
-    return run
 
 
 @pytest.fixture
