@@ -14,6 +14,7 @@ setup(
         "requests>=2.31",
         "jsonschema>=4",
         "pendulum>=3",
+        "isal>=1.6,<2",  # gzip inflate ~4x zlib's: see the README's Dependencies
     ],
     extras_require={
         "tests": [

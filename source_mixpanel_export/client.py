@@ -14,7 +14,6 @@ import http.client
 import logging
 import math
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ import requests
 import urllib3
 
 from .api import Deadline, deadline, export_get, export_params, new_session
-from .body import BodyCheck, Incomplete, Limit, Oversized, Spill, SpillMeter, receive
+from .body import BodyCheck, GzipError, Incomplete, Limit, Oversized, Spill, SpillMeter, receive
 from .budget import LONG_WAIT_SECONDS, RateBudget
 from .clock import Clock
 from .config import Config
@@ -238,7 +237,7 @@ def _attempt_failure(exc: BaseException) -> BaseException:
     if isinstance(exc, Oversized):
         return TooLarge(f"the body grew past {exc}")
     if isinstance(
-        exc, urllib3.exceptions.HTTPError | requests.RequestException | http.client.HTTPException | OSError | zlib.error
+        exc, urllib3.exceptions.HTTPError | requests.RequestException | http.client.HTTPException | OSError | GzipError
     ):
         return Retriable(f"the response was cut off ({type(exc).__name__})")
     return exc
