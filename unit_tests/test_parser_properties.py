@@ -274,3 +274,31 @@ def test_given_trailer_when_spilled_then_retriable(server, events, trailer, gzip
     with server.get(head + framed) as response:
         with pytest.raises(Retriable, match="ended the export early"):
             spill_response(response, new_spill(response))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, min_size=5, max_size=30), at=st.floats(0, 1, exclude_max=True))
+def test_given_corrupt_gzip_when_spilled_then_retriable_or_exact(server, events, at):
+    """A gzip body with a byte of its deflate data or its trailer changed is a failed attempt (the
+    inflater's error, or a CRC or length mismatch), never a short or altered body taken as whole."""
+    lines = b"".join(e + b"\n" for e in events)
+    body = bytearray(gzip.compress(lines, mtime=0))
+    position = 10 + int((len(body) - 10) * at)  # past the gzip header: the deflate data and the trailer
+    body[position] ^= 0xFF
+    head, framed = http_reply(bytes(body), "length", True, [])
+    with server.get(head + framed) as response:
+        spill = new_spill(response)
+        try:
+            spill_response(response, spill)
+        except Retriable as failure:
+            assert "cut off" in str(failure) or "ended early" in str(failure)
+            return
+    assert b"".join(spill.chunks()) == lines  # a change inflate cannot see must not change the body
+
+
+def test_given_a_body_that_is_not_gzip_when_spilled_then_retriable(server):
+    """Content-Encoding says gzip, the bytes are plain JSON: the inflater's error is a retry."""
+    head, framed = http_reply(b'{"event":"a","properties":{}}\n', "length", True, [])
+    with server.get(head + framed) as response:
+        with pytest.raises(Retriable, match="cut off"):
+            spill_response(response, new_spill(response))
