@@ -23,13 +23,19 @@ SECRETS = (SA_SECRET, API_SECRET)
 FULL_REFRESH, INCREMENTAL = "full_refresh", "incremental"
 
 
-def command() -> list[str]:
-    """The installed console script when there is one, else `python -m` on the package."""
+def command(now_ms: int | None = None) -> list[str]:
+    """The installed console script when there is one, else `python -m` on the package; with `now_ms`, the
+    same entry point with the connector's calendar clock starting there (integration_tests/clocked.py)."""
+    if now_ms is not None:
+        return [sys.executable, "-m", "integration_tests.clocked", str(now_ms)]
     script = Path(sys.executable).parent / "source-mixpanel-export"
     if script.exists():
         return [str(script)]
     found = shutil.which("source-mixpanel-export")
     return [found] if found else [sys.executable, "-m", "source_mixpanel_export.run"]
+
+
+_STARTED: dict[str, FakeMixpanel] = {}  # base_url -> the fake make_fake started there
 
 
 def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
@@ -38,7 +44,13 @@ def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
         events, username=SA_USER, secret=SA_SECRET, project_id=PROJECT_ID, api_secret=API_SECRET, **kwargs
     )
     fake.start()
+    _STARTED[fake.base_url] = fake
     return fake
+
+
+def clock_of(config: dict[str, Any]) -> int:
+    """The clock of the fake a config aims at, for a run whose calendar must agree with that fake's."""
+    return _STARTED[config["api_base_url"]].current_ms()
 
 
 def config_for(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
@@ -139,10 +151,11 @@ def run_cli(
     timeout: float = 120,
     catalog_value: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    now_ms: int | None = None,
 ) -> Run:
     """Run `source-mixpanel-export <verb>` as a subprocess and parse its stdout (exact integers kept);
-    `env` is added to the environment."""
-    args = [*command(), verb]
+    `env` is added to the environment, `now_ms` sets the connector's calendar clock (see command)."""
+    args = [*command(now_ms), verb]
     if config is not None:
         args += ["--config", str(write_json(tmp_path / "config.json", config))]
     if verb == "read":
@@ -220,14 +233,16 @@ def assert_no_secrets(*texts: str) -> None:
 Stop = Callable[[list[dict[str, Any]]], bool]
 
 
-def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None, stop: Stop) -> Run:
+def read_and_kill(
+    tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None, stop: Stop, now_ms: int | None = None
+) -> Run:
     """Run `read`, and SIGKILL it as soon as `stop(messages so far)` holds; return everything it printed.
 
     stdout is read one line at a time and no further once `stop` holds, so a sync busy emitting records
     blocks on the full pipe right there. A torn last line (the kill landed mid-write) is dropped, as a
     platform would have to.
     """
-    args = [*command(), "read", "--config", str(write_json(tmp_path / "kill_config.json", config))]
+    args = [*command(now_ms), "read", "--config", str(write_json(tmp_path / "kill_config.json", config))]
     args += ["--catalog", str(write_json(tmp_path / "kill_catalog.json", catalog(INCREMENTAL)))]
     if state is not None:
         args += ["--state", str(write_json(tmp_path / "kill_state.json", state_input(state)))]

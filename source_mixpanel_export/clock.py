@@ -3,6 +3,7 @@ so tests can run an hour of rate limits and backoff in no time."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable
@@ -22,3 +23,12 @@ class Clock:
     def real(cls, stop: threading.Event) -> Clock:
         """The machine's clocks; sleeping is waiting on `stop`."""
         return cls(time.monotonic, time.time, stop.wait)
+
+
+def utc_now() -> dt.datetime:
+    """The calendar's now, which decides what today is and what lies in the future (config and state).
+
+    Every default `now` in the package comes from here, looked up as `clock.utc_now` when called: the one
+    reader of the calendar, so the integration tests can run the real CLI at the fake Mixpanel's clock.
+    """
+    return dt.datetime.now(dt.UTC)

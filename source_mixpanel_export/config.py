@@ -19,6 +19,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 
 import pendulum
 
+from . import clock
 from .errors import config_error
 
 REGION_HOSTS = {
@@ -167,7 +168,7 @@ class Config:
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """Today as Mixpanel sees it: the last date it accepts as to_date."""
-        moment = pendulum.instance(now) if now else pendulum.now("UTC")
+        moment = pendulum.instance(now or clock.utc_now())
         return moment.in_timezone(self.request_timezone).date()
 
     def secret_forms(self) -> list[str]:
@@ -196,11 +197,11 @@ class Config:
 def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Config:
     """Validate a raw config dict; raise a config error that names the offending field.
 
-    `now` (default: the wall clock) decides what "today" and "the future" are, so tests need no clock.
+    `now` (default: clock.utc_now) decides what "today" and "the future" are, so tests need no clock.
     """
     if not isinstance(raw, Mapping):
         raise config_error("The config must be a JSON object.")
-    moment = pendulum.instance(now) if now else pendulum.now("UTC")
+    moment = pendulum.instance(now or clock.utc_now())
     region = _region(raw.get("region"))
     timezone = _timezone(raw.get("project_timezone"))
     legacy = _boolean(raw, "legacy_local_time")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 
+from . import clock
 from .config import FIRST_DATE, Config
 from .errors import config_error
 from .sweep import Checked, block_days, fold_limit, history_days, mark, sweep_windows
@@ -374,7 +375,7 @@ class _Present:
 
     @classmethod
     def at(cls, now: dt.datetime | None) -> _Present:
-        moment = now.astimezone(dt.UTC) if now else dt.datetime.now(dt.UTC)
+        moment = (now or clock.utc_now()).astimezone(dt.UTC)
         return cls(moment.date() + DATE_SKEW, int(moment.timestamp() * 1000) + WATERMARK_SKEW_MS, moment.date())
 
     def day(self, value: Any, key: str) -> dt.date | None:
