@@ -191,6 +191,8 @@ FUTURE_STATES = [
      "watermark_ms"),
     ("synced-9999", lambda: {"version": 2, "synced_through": "9999-12-31", "watermark_ms": now_ms()},
      "synced_through"),
+    ("events-per-day-1e15", lambda: {"version": 3, "synced_through": TODAY.isoformat(), "watermark_ms": now_ms(),
+                                     "events_per_day": 10**15}, "events_per_day"),  # not one we wrote
 ]
 
 

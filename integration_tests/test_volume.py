@@ -86,3 +86,36 @@ def test_given_heavy_days_when_killed_mid_sync_and_resumed_then_nothing_lost(tmp
     expected = truth(heavy_fake, FIRST, TODAY - dt.timedelta(days=1))
     assert set(delivered) == set(expected)
     assert all(delivered[key] >= count for key, count in expected.items())
+
+
+@pytest.fixture
+def uniform_fake():
+    """Ten days of ~600 events each: every day heavier than the target, none in a week a body can keep."""
+    events = [event for n in range(10) for event in generate_events(600, FIRST + dt.timedelta(days=n), 1, seed=60 + n)]
+    fake = make_fake(sorted(events, key=lambda e: e.time_ms))
+    yield fake
+    fake.stop()
+
+
+def test_given_heavy_days_when_killed_and_resumed_then_the_resume_sizes_its_first_window_from_the_state(
+    tmp_path, uniform_fake
+):
+    """The state keeps events_per_day: the first sync finds the volume out by a probe too large to keep,
+    the resumed one plans its first day in pieces at once (no window too large), and nothing is lost."""
+    config = {**volume_config(uniform_fake), "end_date": (FIRST + dt.timedelta(days=9)).isoformat()}
+    first = read_and_kill(tmp_path, config, None, nth_state(2))
+    assert first.returncode != 0 and "is too large" in first.logs()
+    state = first.states[-1]
+    assert 400 <= state["events_per_day"] <= 1000  # ~600, the most of the last pieces read
+    before = len(uniform_fake.export_requests)
+    second = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
+    assert second.returncode == 0, second.stdout[-2000:]
+    assert "is too large" not in second.logs()
+    resumed = uniform_fake.export_requests[before:]
+    whole_days = [r for r in resumed if "mp_processing_time_ms" not in r.params.get("where", "")]
+    assert whole_days[0] in piece_requests(uniform_fake)  # the first of whole days: a piece of a day, at once
+    delivered = record_keys(first.records) + record_keys(second.records)
+    expected = truth(uniform_fake, FIRST, FIRST + dt.timedelta(days=9))
+    assert set(delivered) == set(expected)
+    assert all(delivered[key] >= count for key, count in expected.items())
+    assert 400 <= second.states[-1]["events_per_day"] <= 1000

@@ -6,6 +6,10 @@ happened, has been emitted. `in_progress` says the same for the days up to its `
 another watermark (a sync partway, or one whose end_date stopped short of `synced_through`).
 Nothing per event is kept.
 
+`events_per_day` promises nothing about data: it is the heaviest whole-day volume the last windows
+read (windows.Planner.rate), so that the next sync, or a resumed one, sizes its first window by it
+instead of sending a probe that a heavy project answers with a body too large to keep.
+
 `history` extends that promise to any lateness for the days before the recent stretch the syncs
 re-read: ranges of days, each with the watermark it was last checked at (every event of those days
 that Mixpanel processed at or before it has been emitted, however late). The history sweep
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 3
 READ_VERSIONS = (2, 3)  # a version-2 state is read as one without history (see ExportState.with_history)
 MAX_HISTORY_RANGES = 10_000  # a sweep pass leaves about one range per sync; far more is not our state
+MAX_EVENTS_PER_DAY = 10**10  # ~115,000 events a second; a rate above it is not one we wrote
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
 ONE_DAY = dt.timedelta(days=1)
 MS_PER_DAY = 86_400_000
@@ -67,6 +72,7 @@ class ExportState:
     migrated_from: str | None = None  # set when read from another connector's state
     history_from: dt.date | None = None  # the first day of `history`; None: no history kept yet
     history: tuple[Checked, ...] = ()  # (through_day, watermark_ms) ranges from history_from on
+    events_per_day: int | None = None  # the volume the last windows read, to size the next first window
 
     def first_day(self, start_day: dt.date, attribution_days: int, timezone: str = "UTC") -> dt.date:
         """The first event date this sync reads: the earliest day an event up to N days late can miss.
@@ -198,6 +204,12 @@ class ExportState:
         """How many days of history the sweep checks (those from `start_day` on)."""
         return history_days(self.history_from, self.history, start_day) if self.history_from else 0
 
+    def sized(self, events_per_day: float | None) -> ExportState:
+        """This state with the volume the sync measured (kept as it was when the sync measured none)."""
+        if events_per_day is None:
+            return self
+        return replace(self, events_per_day=min(math.ceil(events_per_day), MAX_EVENTS_PER_DAY))
+
     def checked(self, first: dt.date, last: dt.date, watermark_ms: int) -> ExportState:
         """The state after the history days `first..last` were read again, each for the events
         processed after the watermark its range had, up to `watermark_ms` (a sweep window, or history
@@ -233,6 +245,8 @@ class ExportState:
                     for through, mark_ms in self.history
                 ],
             }
+        if self.events_per_day is not None:
+            out["events_per_day"] = self.events_per_day
         return out
 
 
@@ -285,7 +299,7 @@ def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
     if isinstance(version, bool) or version not in READ_VERSIONS:
         raise _bad(f"version {_shown(version)} is not one this connector reads {READ_VERSIONS}")
     known = {"version", "synced_through", "watermark_ms", "watermark", "in_progress"}
-    unknown = set(raw) - (known | {"history"} if version == STATE_VERSION else known)
+    unknown = set(raw) - (known | {"history", "events_per_day"} if version == STATE_VERSION else known)
     if unknown:
         raise _bad(f"unknown keys {_shown(sorted(map(str, unknown)))}")
     partial = raw.get("in_progress")
@@ -305,7 +319,17 @@ def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
     if raw.get("history") is not None:
         history_from, history = _history(raw["history"], present, state.reached())
         state = replace(state, history_from=history_from, history=history)
-    return state
+    return replace(state, events_per_day=_events_per_day(raw.get("events_per_day")))
+
+
+def _events_per_day(value: Any) -> int | None:
+    """A whole number of events a day, from 0 to MAX_EVENTS_PER_DAY (sized() writes no more). Whatever
+    it says costs at most windows.KNOWN_RATE_PIECES requests before a window read replaces it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EVENTS_PER_DAY:
+        raise _bad(f"'events_per_day' must be a whole number from 0 to {MAX_EVENTS_PER_DAY}, got {_shown(value)}")
+    return value
 
 
 def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.date, tuple[Checked, ...]]:

@@ -91,7 +91,7 @@ class ExportReader:
         self._end = plan.end
         planner = Planner(
             plan.segments, self._config.date_window_size, self._config.window_target_events,
-            self._config.request_timezone,
+            self._config.request_timezone, state.events_per_day,
         )
         self._planner = planner
         yield self._estimate()
@@ -118,7 +118,7 @@ class ExportReader:
                 if window.time_to is not None:  # an inner piece of a split day: the day is not done
                     continue
                 if incremental:
-                    state = state.progressed(window.last_day, watermark)
+                    state = state.progressed(window.last_day, watermark).sized(planner.rate())
                     yield state_message(written := state.to_dict())
                 else:
                     yield state_message({NO_CURSOR_MARKER: True})
@@ -126,7 +126,7 @@ class ExportReader:
                 # History days an attribution window longer than the recent days made the sync re-read
                 # are checked anew, so that the next sync does not ask for their late arrivals again.
                 state = state.checked(plan.first, self._end, watermark)
-                state = state.completed(self._end, watermark).settled(self._config)
+                state = state.completed(self._end, watermark).settled(self._config).sized(planner.rate())
             # The sweep comes after every window of fresh data, and after their STATE: a sweep that
             # fails or is killed leaves the fresh data checkpointed.
             if incremental and plan.sweep and self._sweep_allowed(plan):

@@ -22,6 +22,9 @@ MAX_PIECES = 24  # the most pieces a day is planned in: one hour each
 # so that a project of heavy events (up to 1 MB each) gets windows bounded in bytes as well.
 BYTES_PER_TARGET_EVENT = 512
 RATES_KEPT = 3
+# The most pieces a day is planned in from a volume no window of this sync has read (the state's, which
+# may be stale or hostile): a wrong one costs at most this many requests before a piece read corrects it.
+KNOWN_RATE_PIECES = 4
 # The first window of whole days, whose volume nothing tells yet, has at most this many days: a heavy
 # project is found out in fewer halvings than from a month, and the next window (sized by it)
 # downloads while it is emitted; a light project pays one request more than a month-long window.
@@ -103,10 +106,15 @@ class Planner:
     estimated apart. Until a window of a kind has been read its volume is unknown: the first has at
     most PROBE_DAYS days and goes alone (`ready` is False meanwhile), so that a heavy project is found
     out by one request, not by several at once; one too large to hold is split (client.OVERSIZE_FACTOR).
+    `known_rate`, the whole-day volume an earlier sync measured (the state's events_per_day), sizes
+    the first whole-day window: a heavy project's then comes in pieces at once, not after a probe too
+    large to keep. It may be stale or hostile, so that window still covers PROBE_DAYS at most, its day
+    KNOWN_RATE_PIECES pieces at most, and nothing after it is planned until one of them is read.
     """
 
     def __init__(
-        self, segments: Iterable[Segment], max_days: int, target_events: int, timezone: str
+        self, segments: Iterable[Segment], max_days: int, target_events: int, timezone: str,
+        known_rate: float | None = None,
     ) -> None:
         self._segments = collections.deque(segments)
         self._cursor = self._segments[0].first_day if self._segments else None
@@ -119,6 +127,7 @@ class Planner:
             True: collections.deque(maxlen=RATES_KEPT),
         }
         self._probing: set[bool] = set()  # kinds whose first window is out and not yet read
+        self._known_rate = known_rate
 
     def ready(self) -> bool:
         """Whether the next window may be planned now: not while the first window of its kind is out."""
@@ -136,13 +145,14 @@ class Planner:
         late = segment.processed_after_ms is not None
         rate = self.rate(late)
         days, pieces = self._max_days, 1
-        if rate is None:
-            days = self._max_days if late else min(self._max_days, PROBE_DAYS)
-            self._probing.add(late)
-        elif rate > self._target:
-            days, pieces = 1, min(math.ceil(rate / self._target), MAX_PIECES)
-        elif rate > 0:
+        if rate is not None and rate > self._target:
+            most = MAX_PIECES if self._rates[late] else KNOWN_RATE_PIECES
+            days, pieces = 1, min(math.ceil(rate / self._target), most)
+        elif rate is not None and rate > 0:
             days = max(1, min(self._max_days, int(self._target // rate)))
+        if not self._rates[late]:  # the first of its kind goes alone; of whole days, a short one at most
+            self._probing.add(late)
+            days = days if late else min(days, PROBE_DAYS)
         first = self._cursor
         last = min(segment.last_day, first + dt.timedelta(days=days - 1))
         self._advance(last)
@@ -162,7 +172,9 @@ class Planner:
     def rate(self, late: bool = False) -> float | None:
         """Events per day as estimated so far, for whole days or for late arrivals; None before any."""
         rates = self._rates[late]
-        return max(rates) if rates else None
+        if rates:
+            return max(rates)
+        return None if late else self._known_rate
 
     def stop_after(self, day: dt.date) -> None:
         """Plan nothing after `day` (Mixpanel's today turned out to be earlier than ours)."""

@@ -42,6 +42,9 @@ def test_given_state_when_serialized_and_parsed_then_round_trips():
         "through": "2023-05-01", "watermark_ms": 1_600_000_000_000, "watermark": "2020-09-13T12:26:40.000+00:00"
     }
     assert parse_state(data) == swept
+    sized = swept.sized(2_500_000.2)
+    assert sized.to_dict()["events_per_day"] == 2_500_001 and parse_state(sized.to_dict()) == sized
+    assert sized.sized(None) == sized and swept.sized(10**12).events_per_day == 10**10
 
 
 def ms(text: str) -> int:
@@ -180,6 +183,13 @@ def _range(through: str) -> dict:
         (_v3(history={"from": "2023-01-01", "checked": [_range("2024-02-01")]}), "past the days this state has read"),
         (_v3(history={"from": "2023-01-01", "checked": [_range("2023-01-02")] * 10_001}), "at most 10000"),
         (_v3(history={"from": "2023-01-01", "checked": ["2023-02-01"]}), "history.checked[0]"),
+        (_v3(events_per_day=-1), "'events_per_day' must be a whole number"),
+        (_v3(events_per_day=1.5), "'events_per_day' must be a whole number"),
+        (_v3(events_per_day=True), "'events_per_day' must be a whole number"),
+        (_v3(events_per_day="1000"), "'events_per_day' must be a whole number"),
+        (_v3(events_per_day=10**10 + 1), "'events_per_day' must be a whole number from 0 to 10000000000"),
+        (_v3(events_per_day=10**400), "'events_per_day' must be a whole number"),
+        ({"version": 2, "synced_through": "2024-01-01", "events_per_day": 5}, "unknown keys"),
     ],
 )
 def test_given_malformed_state_when_parsed_then_config_error_names_the_problem(raw, problem):

@@ -152,6 +152,49 @@ def test_given_a_day_heavier_than_the_target_when_planned_then_it_comes_in_piece
         ]
 
 
+def test_given_a_known_heavy_rate_when_planned_then_the_first_day_comes_in_pieces_without_a_probe():
+    """The state's events_per_day (3,000 a day, target 1,000): the first window is already a third of a
+    day, not a week too large to keep; it goes alone, and the rate read from it replaces the known one."""
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 12))], 10, 1000, "UTC", known_rate=3000)
+    first = planner.next()
+    assert (first.first_day, first.last_day, first.time_from) == (D(2024, 1, 1), D(2024, 1, 1), None)
+    assert first.time_to is not None and planner.rate() == 3000
+    assert planner.ready()  # the day's other pieces may be fetched while it is out
+    second, third = planner.next(), planner.next()
+    assert second.first_day == third.first_day == D(2024, 1, 1) and not planner.ready()
+    planner.observe(first, events=100, size=0)  # a third of a day: 300 a day, far lighter than known
+    assert planner.rate() == 300 and planner.ready()
+    assert planner.next() == Window(D(2024, 1, 2), D(2024, 1, 4))
+
+
+def test_given_a_known_light_rate_when_planned_then_the_first_window_still_covers_probe_days_at_most():
+    """A known rate may be stale (a partial today, a project that grew): it never makes the first whole-day
+    window longer than a probe, and does not size late-arrival windows."""
+    segments = [Segment(D(2024, 1, 1), D(2024, 1, 20), 500), Segment(D(2024, 1, 21), D(2024, 3, 20))]
+    planner = Planner(segments, 30, 1000, "UTC", known_rate=1)
+    assert planner.rate(late=True) is None
+    assert planner.next() == Window(D(2024, 1, 1), D(2024, 1, 20), 500)
+    planner.observe(Window(D(2024, 1, 1), D(2024, 1, 20), 500), events=0, size=0)
+    whole = planner.next()
+    assert whole == Window(D(2024, 1, 21), D(2024, 1, 21) + dt.timedelta(days=PROBE_DAYS - 1))
+    assert not planner.ready()
+
+
+def test_given_a_huge_known_rate_when_planned_then_the_first_day_costs_four_requests_at_most():
+    """A hostile or stale events_per_day of 10^10: four pieces of the first day, then the rate read rules."""
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 1, 12))], 10, 1000, "UTC", known_rate=10**10)
+    pieces = [planner.next() for _ in range(4)]
+    assert all(p.first_day == p.last_day == D(2024, 1, 1) for p in pieces) and pieces[-1].time_to is None
+    assert not planner.ready()
+    planner.observe(pieces[0], events=25, size=0)  # six hours: 100 a day
+    assert planner.next() == Window(D(2024, 1, 2), D(2024, 1, 11))  # ten days: the target at 100 a day
+
+
+def test_given_a_known_rate_of_zero_when_planned_then_the_first_window_is_a_probe():
+    planner = Planner([Segment(D(2024, 1, 1), D(2024, 3, 31))], 30, 500, "UTC", known_rate=0)
+    assert planner.next().days == PROBE_DAYS and not planner.ready()
+
+
 def test_given_late_arrival_days_when_planned_then_their_volume_is_estimated_apart():
     """Re-read days return only late events: their windows are sized by what re-reads returned. The
     first has up to max_days (not PROBE_DAYS): late arrivals since the last sync are few whatever it spans."""
