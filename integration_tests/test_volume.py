@@ -119,3 +119,24 @@ def test_given_heavy_days_when_killed_and_resumed_then_the_resume_sizes_its_firs
     assert set(delivered) == set(expected)
     assert all(delivered[key] >= count for key, count in expected.items())
     assert 400 <= second.states[-1]["events_per_day"] <= 1000
+
+
+def test_given_a_state_claiming_a_huge_volume_when_read_then_it_costs_four_requests_at_most(tmp_path, heavy_fake):
+    """events_per_day 10^10 (stale or forged) on the light days after a sync: the first new day comes in the
+    4 pieces the README bounds it to, the days after it in windows sized by what those returned."""
+    config = volume_config(heavy_fake)
+    last = TODAY - dt.timedelta(days=1)
+    first_run = run_cli(tmp_path, "read", {**config, "end_date": HEAVY[-1].isoformat()}, mode=INCREMENTAL)
+    assert first_run.returncode == 0, first_run.stdout[-2000:]
+    state = {**first_run.states[-1], "events_per_day": 10**10}
+    before = len(heavy_fake.export_requests)
+    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
+    assert run.returncode == 0, run.stdout[-2000:]
+    resumed = heavy_fake.export_requests[before:]
+    new_days = [r for r in resumed if "mp_processing_time_ms" not in r.params.get("where", "")]
+    first_day = (HEAVY[-1] + dt.timedelta(days=1)).isoformat()
+    assert [r.params["from_date"] for r in new_days[:4]] == [first_day] * 4
+    assert len([r for r in new_days if r.params["from_date"] == first_day]) == 4
+    assert len(new_days) <= 4 + 2  # the 5 light days left: ~40 events each, one or two windows at a target of 250
+    delivered = record_keys(first_run.records) + record_keys(run.records)
+    assert set(delivered) == set(truth(heavy_fake, FIRST, last))
