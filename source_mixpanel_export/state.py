@@ -324,7 +324,7 @@ def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
 
 def _events_per_day(value: Any) -> int | None:
     """A whole number of events a day, from 0 to MAX_EVENTS_PER_DAY (sized() writes no more). Whatever
-    it says costs at most windows.KNOWN_RATE_PIECES requests before a window read replaces it."""
+    it says plans one day in windows.KNOWN_RATE_PIECES pieces at most before a window read replaces it."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EVENTS_PER_DAY:

@@ -23,7 +23,7 @@ MAX_PIECES = 24  # the most pieces a day is planned in: one hour each
 BYTES_PER_TARGET_EVENT = 512
 RATES_KEPT = 3
 # The most pieces a day is planned in from a volume no window of this sync has read (the state's, which
-# may be stale or hostile): a wrong one costs at most this many requests before a piece read corrects it.
+# may be stale or hostile): a wrong one costs that day at most this many requests, then a piece read replaces it.
 KNOWN_RATE_PIECES = 4
 # The first window of whole days, whose volume nothing tells yet, has at most this many days: a heavy
 # project is found out in fewer halvings than from a month, and the next window (sized by it)
