@@ -24,7 +24,9 @@ def events() -> list[FakeEvent]:
 
 @pytest.fixture
 def fake(events: list[FakeEvent]) -> Iterator[FakeMixpanel]:
-    """A running fake whose clock is frozen at the start of the test."""
-    server = make_fake(events, now_ms=int(time.time() * 1000))
+    """A running fake whose clock is frozen at the start of the test, but never past 23:00 of TODAY: the
+    connector runs at it (harness.connector_clock), so a suite that crosses midnight UTC keeps one today."""
+    last_hour = int(dt.datetime.combine(TODAY, dt.time(23), dt.UTC).timestamp() * 1000)
+    server = make_fake(events, now_ms=min(int(time.time() * 1000), last_hour))
     yield server
     server.stop()

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ def command(now_ms: int | None = None) -> list[str]:
     return [found] if found else [sys.executable, "-m", "source_mixpanel_export.run"]
 
 
-_STARTED: dict[str, FakeMixpanel] = {}  # base_url -> the fake make_fake started there
+_STARTED: weakref.WeakValueDictionary[str, FakeMixpanel] = weakref.WeakValueDictionary()  # base_url -> fake
+REAL_CLOCK = -1  # a run's now_ms for the machine's clock, though its config aims at a fake (a skew on purpose)
 
 
 def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
@@ -48,9 +50,16 @@ def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
     return fake
 
 
-def clock_of(config: dict[str, Any]) -> int:
-    """The clock of the fake a config aims at, for a run whose calendar must agree with that fake's."""
-    return _STARTED[config["api_base_url"]].current_ms()
+def connector_clock(config: dict[str, Any] | None, now_ms: int | None) -> int | None:
+    """Where a run's calendar clock starts (None: the machine's). `now_ms` when given; else the clock of
+    the fake make_fake started at the config's api_base_url, as a project's clock and Mixpanel's agree:
+    so no test's result depends on the hour it runs at, even when it moves the fake's clock hours ahead."""
+    if now_ms == REAL_CLOCK:
+        return None
+    if now_ms is not None:
+        return now_ms
+    fake = _STARTED.get((config or {}).get("api_base_url", ""))
+    return fake.current_ms() if fake is not None else None
 
 
 def config_for(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
@@ -154,8 +163,8 @@ def run_cli(
     now_ms: int | None = None,
 ) -> Run:
     """Run `source-mixpanel-export <verb>` as a subprocess and parse its stdout (exact integers kept);
-    `env` is added to the environment, `now_ms` sets the connector's calendar clock (see command)."""
-    args = [*command(now_ms), verb]
+    `env` is added to the environment; the connector's calendar clock starts at connector_clock's."""
+    args = [*command(connector_clock(config, now_ms)), verb]
     if config is not None:
         args += ["--config", str(write_json(tmp_path / "config.json", config))]
     if verb == "read":
@@ -242,7 +251,8 @@ def read_and_kill(
     blocks on the full pipe right there. A torn last line (the kill landed mid-write) is dropped, as a
     platform would have to.
     """
-    args = [*command(now_ms), "read", "--config", str(write_json(tmp_path / "kill_config.json", config))]
+    args = [*command(connector_clock(config, now_ms)), "read"]
+    args += ["--config", str(write_json(tmp_path / "kill_config.json", config))]
     args += ["--catalog", str(write_json(tmp_path / "kill_catalog.json", catalog(INCREMENTAL)))]
     if state is not None:
         args += ["--state", str(write_json(tmp_path / "kill_state.json", state_input(state)))]

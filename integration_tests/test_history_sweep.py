@@ -22,7 +22,6 @@ from integration_tests.conftest import TODAY
 from integration_tests.harness import (
     INCREMENTAL,
     Run,
-    clock_of,
     config_for,
     event_key,
     make_fake,
@@ -148,7 +147,7 @@ def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, h
     syncs deliver every imported event, and the normal windows' STATE came before the sweep's records."""
     state = history.first.states[-1]
     history.fake.inject_when(lambda r: r.number == 3, Fault("slow", delay_s=30))  # the second sweep window
-    killed = read_and_kill(tmp_path, history.config(), state, nth_state(3), now_ms=history.fake.current_ms())
+    killed = read_and_kill(tmp_path, history.config(), state, nth_state(3))
     history.fake.release_slow()
     history.fake.clear_faults()
     assert killed.returncode == -signal.SIGKILL
@@ -182,7 +181,7 @@ def test_given_sweep_fails_when_synced_then_fresh_data_stays_checkpointed(tmp_pa
     recent = reread_from(state).isoformat()
     history.fake.inject_when(lambda r: r.params.get("to_date", "9") < recent, Fault("status", status=500), times=100)
     config = history.config(max_retry_seconds=0)
-    failed = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state), now_ms=clock_of(config))
+    failed = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
     assert failed.returncode != 0 and failed.errors
     last = failed.states[-1]
     assert last["synced_through"] == TODAY.isoformat() and "in_progress" not in last

@@ -2,7 +2,7 @@
 
 The fake's ingestion clock decides what Mixpanel shows: an event is exported once its processing time has
 passed. Late arrivals are events whose processing time lies after a sync; the tests move the clock past them.
-The connector runs at the fake's clock (harness.clock_of), as a real project's clock and Mixpanel's agree, and
+The connector runs at the fake's clock (harness.connector_clock), as a real project's clock and Mixpanel's agree, and
 the fakes' clocks are set from TODAY, never past 22:00 of it: so no result depends on the hour the tests run.
 """
 
@@ -28,7 +28,6 @@ from integration_tests.harness import (
     Run,
     Stop,
     assert_no_secrets,
-    clock_of,
     config_for,
     event_key,
     make_fake,
@@ -57,7 +56,7 @@ def day_start_ms(day: dt.date) -> int:
 
 def wall_ms(ahead_s: float = 60) -> int:
     """A fake clock a little ahead of real time, but never past 22:00 of TODAY: the connector runs at the
-    fake's clock (harness.clock_of), and the late arrivals and clock moves of a test fit in the 2 h left,
+    fake's clock (harness.connector_clock), and the late arrivals and clock moves of a test fit in the 2 h left,
     so a test's today is the module's TODAY even when it runs near or after midnight UTC."""
     return min(int((time.time() + ahead_s) * 1000), day_start_ms(TODAY) + 22 * 3_600_000)
 
@@ -139,10 +138,7 @@ def world() -> Iterable[World]:
 
 def read(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None = None) -> Run:
     """One incremental read through the CLI that must succeed and leak no secret."""
-    run = run_cli(
-        tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None,
-        now_ms=clock_of(config),
-    )
+    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert_no_secrets(run.stdout, run.stderr)
     return run
@@ -187,15 +183,15 @@ def hold_request(fake: FakeMixpanel, number_in_run: int) -> None:
 def kill_at(tmp_path: Path, world: World, config: dict[str, Any], state: dict[str, Any] | None, point: str) -> Run:
     """A sync killed at one of the named points; asserts the kill landed where the name says."""
     if point == "before_first_state":
-        killed = read_and_kill(tmp_path, config, state, first_record_after_states(0), now_ms=clock_of(config))
+        killed = read_and_kill(tmp_path, config, state, first_record_after_states(0))
         assert killed.returncode == -signal.SIGKILL and kinds(killed) == ["RECORD"]
     elif point == "after_first_state":
         hold_request(world.fake, 2)
-        killed = read_and_kill(tmp_path, config, state, nth_state(1), now_ms=clock_of(config))
+        killed = read_and_kill(tmp_path, config, state, nth_state(1))
         assert killed.returncode == -signal.SIGKILL and kinds(killed) == ["RECORD", "STATE"]
     else:
         assert point == "mid_window"
-        killed = read_and_kill(tmp_path, config, state, first_record_after_states(1), now_ms=clock_of(config))
+        killed = read_and_kill(tmp_path, config, state, first_record_after_states(1))
         assert killed.returncode == -signal.SIGKILL and kinds(killed) == ["RECORD", "STATE", "RECORD"]
     world.fake.clear_faults()
     return killed
@@ -323,12 +319,12 @@ def test_given_sync_killed_and_its_resume_killed_when_resumed_again_then_every_e
     rest, re-reading the first kill's days for late arrivals only."""
     config = world.config(max_concurrent_requests=1)
     hold_request(world.fake, 5)
-    killed = read_and_kill(tmp_path, config, None, nth_state(4), now_ms=clock_of(config))
+    killed = read_and_kill(tmp_path, config, None, nth_state(4))
     world.fake.clear_faults()
     reach = killed.states[-1]["in_progress"]
     assert killed.returncode == -signal.SIGKILL and reach["through"] == (TODAY - DAY).isoformat()
     hold_request(world.fake, 2)
-    again = read_and_kill(tmp_path, config, killed.states[-1], nth_state(1), now_ms=clock_of(config))
+    again = read_and_kill(tmp_path, config, killed.states[-1], nth_state(1))
     world.fake.clear_faults()
     assert again.returncode == -signal.SIGKILL and again.states[-1]["in_progress"]["through"] == reach["through"]
     assert again.states[-1]["in_progress"]["watermark_ms"] <= reach["watermark_ms"]

@@ -226,7 +226,8 @@ def test_given_mixpanels_today_behind_ours_when_read_then_to_date_clamped_and_sa
     """400 `to_date cannot be later than today`: read up to Mixpanel's today, log it, state says so."""
     midnight = int(dt.datetime.combine(TODAY, dt.time(), dt.UTC).timestamp() * 1000)
     fake.now_ms = midnight - 1
-    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()), mode=INCREMENTAL)
+    config = config_for(fake, start_date=FIRST_DAY.isoformat())
+    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, now_ms=midnight + 60_000)  # ours: a minute into TODAY
     assert run.returncode == 0, run.stdout[-3000:]
     assert record_keys(run.records) == truth(fake, FIRST_DAY, LAST_DAY, visible_at_ms=fake.now_ms)
     assert f"Reading up to {LAST_DAY} instead" in run.logs()
