@@ -37,7 +37,6 @@ def command(now_ms: int | None = None) -> list[str]:
 
 
 _STARTED: weakref.WeakValueDictionary[str, FakeMixpanel] = weakref.WeakValueDictionary()  # base_url -> fake
-REAL_CLOCK = -1  # a run's now_ms for the machine's clock, though its config aims at a fake (a skew on purpose)
 
 
 def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
@@ -51,11 +50,10 @@ def make_fake(events: list[FakeEvent], **kwargs: Any) -> FakeMixpanel:
 
 
 def connector_clock(config: dict[str, Any] | None, now_ms: int | None) -> int | None:
-    """Where a run's calendar clock starts (None: the machine's). `now_ms` when given; else the clock of
-    the fake make_fake started at the config's api_base_url, as a project's clock and Mixpanel's agree:
-    so no test's result depends on the hour it runs at, even when it moves the fake's clock hours ahead."""
-    if now_ms == REAL_CLOCK:
-        return None
+    """Where a run's calendar clock starts (None: the machine's). `now_ms` when given (a test of a skew
+    between the two clocks); else the clock of the fake make_fake started at the config's api_base_url, as
+    a project's clock and Mixpanel's agree: so no test's result depends on the hour it runs at, even when
+    it moves the fake's clock hours ahead."""
     if now_ms is not None:
         return now_ms
     fake = _STARTED.get((config or {}).get("api_base_url", ""))
