@@ -3,9 +3,9 @@
 `python -m integration_tests.clocked <epoch_ms> <verb> --config ...` runs exactly what
 `source-mixpanel-export <verb> --config ...` runs, except that `clock.utc_now` (the package's one reader of
 the calendar: what today is, what lies in the future) starts at <epoch_ms> and moves on in real time.
-The lossless tests set it to the fake Mixpanel's clock, as a real project's clock and Mixpanel's agree,
-so their result never depends on the hour at which they run (they once failed near midnight UTC, and
-whenever the fake's clock was set more than an hour ahead of the machine's).
+harness.run_cli and read_and_kill run it at the clock of the fake Mixpanel a config aims at
+(harness.connector_clock), as a real project's clock and Mixpanel's agree, so a test's result does not
+depend on the hour it runs at (three failed near midnight UTC, when the fake's clock was hours ahead).
 """
 
 from __future__ import annotations

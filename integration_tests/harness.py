@@ -240,16 +240,14 @@ def assert_no_secrets(*texts: str) -> None:
 Stop = Callable[[list[dict[str, Any]]], bool]
 
 
-def read_and_kill(
-    tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None, stop: Stop, now_ms: int | None = None
-) -> Run:
+def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None, stop: Stop) -> Run:
     """Run `read`, and SIGKILL it as soon as `stop(messages so far)` holds; return everything it printed.
 
     stdout is read one line at a time and no further once `stop` holds, so a sync busy emitting records
     blocks on the full pipe right there. A torn last line (the kill landed mid-write) is dropped, as a
     platform would have to.
     """
-    args = [*command(connector_clock(config, now_ms)), "read"]
+    args = [*command(connector_clock(config, None)), "read"]
     args += ["--config", str(write_json(tmp_path / "kill_config.json", config))]
     args += ["--catalog", str(write_json(tmp_path / "kill_catalog.json", catalog(INCREMENTAL)))]
     if state is not None:
