@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import accumulate, repeat
 from typing import Any
 
 import orjson
@@ -121,7 +123,7 @@ def iter_line_batches(chunks: Iterable[bytes]) -> Iterator[Batch]:
             lines = body.split(b"\n")
         masked = body.translate(_DIGITS_TO_ZERO)
         hit = _first_overflow(body, masked, 0)
-        exact = _exact_positions(body, masked, hit) if hit >= 0 else ()
+        exact = _exact_positions(body, masked, hit, lines) if hit >= 0 else ()
         for start in range(0, len(lines), BATCH_LINES):
             end = start + BATCH_LINES
             flagged = exact[bisect_left(exact, start) : bisect_left(exact, end)] if exact else ()
@@ -131,19 +133,19 @@ def iter_line_batches(chunks: Iterable[bytes]) -> Iterator[Batch]:
         yield [rest], ((0,) if needs_exact(rest) else ())
 
 
-def _exact_positions(body: bytes, masked: bytes, hit: int) -> tuple[int, ...]:
-    """The line numbers (0-based) within `body` of the lines holding a too-long integer; `hit` is the
-    first such integer's offset."""
+def _exact_positions(body: bytes, masked: bytes, hit: int, lines: list[bytes]) -> tuple[int, ...]:
+    """The positions in `lines` (`body` split on b"\\n") of the lines holding a too-long integer;
+    `hit` is the first such integer's offset.
+
+    A hit's line is found by bisecting the offsets where lines end: counting the newlines up to each
+    hit went over the whole body at one byte at a time (~0.5 µs a record).
+    """
+    ends = list(accumulate(map(operator.add, map(len, lines), repeat(1))))  # where line i + 1 begins
     positions = []
-    line, counted = 0, 0  # the line number at offset `counted`
     while hit >= 0:
-        line += body.count(b"\n", counted, hit)
+        line = bisect_right(ends, hit)
         positions.append(line)
-        end = body.find(b"\n", hit)
-        if end < 0:
-            break
-        line, counted = line + 1, end + 1
-        hit = _first_overflow(body, masked, counted)
+        hit = _first_overflow(body, masked, ends[line])
     return tuple(positions)
 
 

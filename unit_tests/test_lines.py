@@ -4,7 +4,7 @@ import json
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from source_mixpanel_export.body import PIECE_BYTES, BodyCheck, Gunzip
@@ -83,6 +83,23 @@ def test_given_a_block_with_some_long_integers_when_batched_then_only_those_line
     assert len(batches) == 1
     flagged = [batch[position] for batch, exact in batches for position in exact]
     assert flagged == [lines[1], lines[4], lines[5], lines[8]]  # the last one is a string: harmless
+
+
+_PIECES = st.one_of(
+    st.sampled_from([b"18446744073709551615", b"18446744073709551616", b"-", b'"', b".", b"e", b" ", b"x", b"\n"]),
+    st.integers(1, 40).map(lambda digits: b"9" * digits),
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(_PIECES, max_size=60), st.integers(0, 2))
+def test_flagged_lines_are_exactly_those_needs_exact_finds_wherever_the_runs_fall(pieces, shift):
+    """A line is flagged exactly when needs_exact holds for it, wherever its long digit runs fall."""
+    body = b"x" * shift + b"".join(pieces)
+    flagged = [batch[position] for batch, exact in iter_line_batches([body + b"\n"]) for position in exact]
+    while b"\n\n" in body:  # runs of blank lines come as one
+        body = body.replace(b"\n\n", b"\n")
+    assert flagged == [line for line in body.split(b"\n") if needs_exact(line)]
 
 
 def test_given_long_digit_runs_only_inside_strings_or_floats_when_parsed_then_values_unchanged():
