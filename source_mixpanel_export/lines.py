@@ -138,13 +138,15 @@ def _exact_positions(body: bytes, masked: bytes, hit: int, lines: list[bytes]) -
     `hit` is the first such integer's offset.
 
     A hit's line is found by bisecting the offsets where lines end: counting the newlines up to each
-    hit went over the whole body at one byte at a time (~0.5 µs a record).
+    hit went over the body up to its last hit a byte at a time (3,000 of the split's 16,700
+    instructions a record, callgrind).
     """
     ends = list(accumulate(map(operator.add, map(len, lines), repeat(1))))  # where line i + 1 begins
     positions = []
     while hit >= 0:
         line = bisect_right(ends, hit)
         positions.append(line)
+        assert ends[line] > hit, "lines is not body split on newlines"  # else the search would not move on
         hit = _first_overflow(body, masked, ends[line])
     return tuple(positions)
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from source_mixpanel_export.body import PIECE_BYTES, BodyCheck, Gunzip
 from source_mixpanel_export.lines import (
+    BATCH_LINES,
     MAX_LINE_BYTES,
     TOO_LONG,
     is_trailer,
@@ -86,20 +87,24 @@ def test_given_a_block_with_some_long_integers_when_batched_then_only_those_line
 
 
 _PIECES = st.one_of(
-    st.sampled_from([b"18446744073709551615", b"18446744073709551616", b"-", b'"', b".", b"e", b" ", b"x", b"\n"]),
+    st.sampled_from([b"18446744073709551615", b"18446744073709551616", b"-", b'"', b".", b"e", b" ", b"x"]),
     st.integers(1, 40).map(lambda digits: b"9" * digits),
 )
+_LINES = st.lists(st.lists(_PIECES, max_size=6).map(b"".join), min_size=90, max_size=250)  # batches cut
 
 
-@settings(max_examples=500)
-@given(st.lists(_PIECES, max_size=60), st.integers(0, 2))
-def test_flagged_lines_are_exactly_those_needs_exact_finds_wherever_the_runs_fall(pieces, shift):
-    """A line is flagged exactly when needs_exact holds for it, wherever its long digit runs fall."""
-    body = b"x" * shift + b"".join(pieces)
-    flagged = [batch[position] for batch, exact in iter_line_batches([body + b"\n"]) for position in exact]
-    while b"\n\n" in body:  # runs of blank lines come as one
-        body = body.replace(b"\n\n", b"\n")
-    assert flagged == [line for line in body.split(b"\n") if needs_exact(line)]
+@settings(max_examples=100)
+@given(_LINES, st.integers(0, 2), st.lists(st.integers(0, 8_000), max_size=8))
+def test_flagged_positions_are_exactly_the_lines_needs_exact_finds_in_each_batch(lines, shift, cuts):
+    """Wherever the long digit runs, the chunk cuts and the batch ends fall, each batch flags exactly the
+    positions of its lines that need the exact parser, and the lines are the body's."""
+    body = b"x" * shift + b"\n".join(lines) + b"\n"
+    edges = sorted({0, len(body), *(cut for cut in cuts if cut < len(body))})
+    batches = list(iter_line_batches([body[start:end] for start, end in zip(edges, edges[1:], strict=False)]))
+    for batch, exact in batches:
+        assert 1 <= len(batch) <= BATCH_LINES
+        assert list(exact) == [position for position, line in enumerate(batch) if needs_exact(line)]
+    assert [line for batch, _ in batches for line in batch if line] == [line for line in body.split(b"\n") if line]
 
 
 def test_given_long_digit_runs_only_inside_strings_or_floats_when_parsed_then_values_unchanged():
