@@ -172,8 +172,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """Stamp the Date header from the fake's clock, so clients reading it see the test's time."""
+        fake = self.server.fake
+        if fake.date_header is not None:
+            return fake.date_header
         if timestamp is None:
-            timestamp = self.server.fake.current_ms() / 1000
+            timestamp = (fake.current_ms() + fake.date_skew_ms) / 1000
         return email.utils.formatdate(timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -219,6 +222,9 @@ class FakeMixpanel:
         self.project_id = project_id
         self.api_secret = api_secret
         self.now_ms = now_ms
+        # The Date header as a broken server or proxy sends it: this far from the fake's clock, or this text.
+        self.date_skew_ms = 0
+        self.date_header: str | None = None
         self.auth_error_style = auth_error_style
         self.order = order
         self.verbose = verbose

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -30,3 +33,40 @@ def fake(events: list[FakeEvent]) -> Iterator[FakeMixpanel]:
     server = make_fake(events, now_ms=min(int(time.time() * 1000), last_hour))
     yield server
     server.stop()
+
+
+class Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers every export request with `respond(handler)`; counts the requests."""
+
+    protocol_version = "HTTP/1.1"
+    respond: Callable[[Any], None] = staticmethod(lambda handler: None)
+    requests = 0
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        try:
+            self.respond(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Callable[[Any], None]], str]]:
+    """Starts tiny servers on 127.0.0.1 that answer every request with the given function (test_hostile_server)."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(respond: Callable[[Any], None]) -> str:
+        handler = type("Handler", (Hostile,), {"respond": staticmethod(respond), "requests": 0})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

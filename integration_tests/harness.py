@@ -240,8 +240,16 @@ def assert_no_secrets(*texts: str) -> None:
 Stop = Callable[[list[dict[str, Any]]], bool]
 
 
-def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None, stop: Stop) -> Run:
-    """Run `read`, and SIGKILL it as soon as `stop(messages so far)` holds; return everything it printed.
+def read_and_kill(
+    tmp_path: Path,
+    config: dict[str, Any],
+    state: dict[str, Any] | None,
+    stop: Stop,
+    sig: int = signal.SIGKILL,
+    env: dict[str, str] | None = None,
+) -> Run:
+    """Run `read`, and send it `sig` (SIGKILL) as soon as `stop(messages so far)` holds; return everything
+    it printed until it ended. `env` is added to its environment.
 
     stdout is read one line at a time and no further once `stop` holds, so a sync busy emitting records
     blocks on the full pipe right there. A torn last line (the kill landed mid-write) is dropped, as a
@@ -256,7 +264,8 @@ def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] 
     out = bytearray()
     with open(tmp_path / "kill_stderr.txt", "wb") as stderr:
         proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+            args, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         )
         try:
             assert proc.stdout is not None
@@ -265,7 +274,7 @@ def read_and_kill(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] 
                 messages.append(json.loads(line))
                 if stop(messages):
                     break
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             rest = proc.stdout.read()
         finally:
             proc.kill()

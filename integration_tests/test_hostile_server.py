@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import functools
 import gzip
-import http.server
 import os
 import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,42 +29,6 @@ from integration_tests.harness import (
 
 PEAK_RSS_BOUND_MB = 150  # the connector alone is ~90 MB (see the README's Performance section)
 EVENT = b'{"event": "E", "properties": {"time": 1700000000000, "$insert_id": "i%d", "mp_processing_time_ms": 1}}\n'
-
-
-class Hostile(http.server.BaseHTTPRequestHandler):
-    """Answers every export request with `respond(handler)`; counts the requests."""
-
-    protocol_version = "HTTP/1.1"
-    respond: Callable[[Any], None] = staticmethod(lambda handler: None)
-    requests = 0
-
-    def do_GET(self) -> None:
-        type(self).requests += 1
-        try:
-            self.respond(self)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[[Callable[[Any], None]], str]]:
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(respond: Callable[[Any], None]) -> str:
-        handler = type("Handler", (Hostile,), {"respond": staticmethod(respond), "requests": 0})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def headers(handler: Any, gzipped: bool = False, length: int | None = None) -> None:

@@ -42,8 +42,9 @@ class Deadline:
     Kept with the machine's monotonic clock, not the sync's injected one: it bounds real socket I/O.
     """
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, stop: threading.Event | None = None) -> None:
         self.grace = grace
+        self.stop = stop  # a stopping sync ends its attempts at once
         self.received = 0
         self.expired = False
         self.connection: Any = None  # the urllib3 connection of the attempt, once it has one
@@ -70,9 +71,10 @@ class Deadline:
         goes back to the shared pool when the body has been read, and may by then serve another thread.
         """
         while not self._done.wait(WATCH_SECONDS):
-            if self.elapsed() <= self.grace + self.received / MIN_BYTES_PER_SECOND:
+            stopping = self.stop is not None and self.stop.is_set()
+            if not stopping and self.elapsed() <= self.grace + self.received / MIN_BYTES_PER_SECOND:
                 continue
-            self.expired = True
+            self.expired = not stopping
             if self.response is not None:
                 sock = _response_socket(self.response)
             else:
@@ -97,9 +99,9 @@ def _response_socket(response: requests.Response | None) -> socket.socket | None
 
 
 @contextmanager
-def deadline(grace: float) -> Iterator[Deadline]:
+def deadline(grace: float, stop: threading.Event | None = None) -> Iterator[Deadline]:
     """A Deadline for the requests this thread makes inside the block (see `_WatchedAdapter`)."""
-    watched = Deadline(grace)
+    watched = Deadline(grace, stop)
     _attempt.deadline = watched
     watcher = threading.Thread(target=watched.watch, name="mixpanel-export-deadline", daemon=True)
     watcher.start()

@@ -11,6 +11,8 @@ benchmark's body), and a body is inflated twice, once of them on the thread that
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -31,6 +33,23 @@ GzipError = isal_zlib.error  # a body that is not gzip, or broken gzip (zlib.err
 
 class Incomplete(Exception):
     """The body ended before it was whole: its gzip stream stopped short, or Mixpanel's trailer came."""
+
+
+class Unverifiable(Incomplete):
+    """Nothing proves the body's end: not gzip, no Content-Length, not chunked. Cut off at a line
+    boundary, such a body looks whole, so it never counts as complete."""
+
+
+class DiskFull(Exception):
+    """The spill file could not grow: the disk (TMPDIR) is full, or a file-size limit was reached."""
+
+    def __init__(self, stored: int, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.stored = stored  # bytes the body held when writing failed
+        self.errno = error.errno
+
+
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class Oversized(Exception):
@@ -72,9 +91,24 @@ class Spill:
 
     def write(self, raw: bytes) -> None:
         """The next bytes from the wire."""
-        self._file.write(raw)
+        with self._disk_errors(len(raw)):
+            self._file.write(raw)
         self.stored += len(raw)
         self._meter.add(len(raw))
+
+    def finish(self) -> None:
+        """Write out what is buffered, so that a full disk shows now, not while the body is emitted."""
+        with self._disk_errors(0):
+            self._file.flush()
+
+    @contextlib.contextmanager
+    def _disk_errors(self, adding: int) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in _DISK_ERRORS:
+                raise DiskFull(self.stored + adding, exc) from None
+            raise
 
     def chunks(self) -> Iterator[bytes]:
         """The decompressed body, from the start, in chunks of any size."""
@@ -87,16 +121,23 @@ class Spill:
                 yield from decoder.pieces(raw)
 
     def close(self) -> None:
-        """Free the spill file."""
+        """Free the spill file (its name is gone from the disk from the start: nothing is left behind)."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # writing out its buffer failed (a full disk): the file is closed all the same
+                pass
             self._meter.add(-self.stored)
 
 
-def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None) -> BodyCheck:
+def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None, framed: bool = True) -> BodyCheck:
     """Store a body in `spill`, checking it on the way; raise Incomplete unless it is whole, Oversized
-    once it is larger than `limit`. Errors of the transport (a connection cut, broken gzip:
-    GzipError) pass through to the caller."""
+    once it is larger than `limit`, DiskFull when the spill cannot grow. Errors of the transport (a
+    connection cut, broken gzip: GzipError) pass through to the caller.
+
+    A body is whole when something proves its end: the gzip trailer, or its framing (`framed`: a
+    Content-Length or the chunked terminator, which the HTTP layer checks and raises on when short).
+    """
     decoder = Gunzip() if spill.gzipped else None
     check = BodyCheck()
     for raw in raw_chunks:
@@ -105,8 +146,15 @@ def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None) -> B
             check.take(data)
         if limit is not None and (check.events > limit.lines or check.size > limit.size):
             raise Oversized(f"more than {limit.lines} events or {limit.size >> 20} MB")
+    spill.finish()
     if decoder is not None and not decoder.complete():
         raise Incomplete("the gzip stream ended early (response cut off)")
+    if not framed and (decoder is None or not decoder.seen):
+        raise Unverifiable(
+            "nothing proves the answer is whole: it is neither gzip nor framed (no Content-Length, not "
+            "chunked), so a connection closed early would look like its end. A proxy or gateway between "
+            "this machine and Mixpanel may be stripping compression and framing"
+        )
     trailer = check.finish().trailer
     if trailer is not None:
         raise Incomplete(f"Mixpanel ended the export early ({trailer.decode(errors='replace')!r})")
@@ -208,11 +256,11 @@ class Gunzip:
 
     def __init__(self) -> None:
         self._decoder = isal_zlib.decompressobj(wbits=31)
-        self._seen = 0
+        self.seen = 0  # compressed bytes taken
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
         """The bytes decoded from the next piece of the compressed body."""
-        self._seen += len(data)
+        self.seen += len(data)
         while data:
             if self._decoder.eof:
                 if not data.strip(b"\0"):  # zero padding after the last member
@@ -225,4 +273,4 @@ class Gunzip:
 
     def complete(self) -> bool:
         """Whether the body ended at the end of a member (or was empty, as an empty export may be)."""
-        return self._seen == 0 or self._decoder.eof
+        return self.seen == 0 or self._decoder.eof

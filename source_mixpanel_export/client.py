@@ -13,6 +13,8 @@ import datetime as dt
 import http.client
 import logging
 import math
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,11 +23,11 @@ import requests
 import urllib3
 
 from .api import Deadline, deadline, export_get, export_params, new_session
-from .body import BodyCheck, GzipError, Incomplete, Limit, Oversized, Spill, SpillMeter, receive
+from .body import BodyCheck, DiskFull, GzipError, Incomplete, Limit, Oversized, Spill, SpillMeter, Unverifiable, receive
 from .budget import LONG_WAIT_SECONDS, RateBudget
 from .clock import Clock
 from .config import Config
-from .errors import transient_error
+from .errors import system_error, transient_error
 from .retry import Retriable, TooLarge, backoff_seconds, error_message, http_date, retry_after_seconds, status_failure
 from .windows import BYTES_PER_TARGET_EVENT, Window, split_window
 
@@ -35,6 +37,10 @@ CHUNK_BYTES = 1 << 16  # compressed bytes read at a time
 SPILL_IN_MEMORY_BYTES = 1 << 20
 PROGRESS_SECONDS = 120.0  # a download in progress is logged this often: the platform never sees silence
 OVERSIZE_FACTOR = 2  # a body past this many times the window target is abandoned and its window split
+# A Date header further than this from our clock is not Mixpanel's clock (a proxy's, a broken one): NTP
+# keeps real clocks within a second; five minutes leaves room for a slow network, not for a wrong clock.
+DATE_TRUST_MS = 5 * 60_000
+UNVERIFIABLE_ATTEMPTS = 3  # bodies whose end nothing proves, in a row, before the sync fails saying why
 
 
 class Cancelled(Exception):
@@ -87,6 +93,7 @@ class ExportClient:
         self.meter = meter or SpillMeter()
         target = config.window_target_events * OVERSIZE_FACTOR
         self._limit = Limit(lines=target, size=target * BYTES_PER_TARGET_EVENT)
+        self._skew_warned = False
 
     def fetch(self, window: Window) -> Download:
         """The window's complete body, after as many attempts as the retry budget allows."""
@@ -101,6 +108,8 @@ class ExportClient:
                     raise Cancelled()
                 download = self._attempt(window, attempt, started)
             except Retriable as failure:
+                if failure.attempts is not None and attempt >= failure.attempts:
+                    raise self._repeated(window, attempt, failure) from None
                 self._wait_before_retry(window, attempt, failure, started, deadline)
                 continue
             if download.malformed_lines and not malformed_retried:
@@ -154,9 +163,28 @@ class ExportClient:
             f"there.{advice}",
         )
 
+    def _repeated(self, window: Window, attempt: int, failure: Retriable) -> Exception:
+        return system_error(
+            f"Window {window.label()}: {failure} ({attempt} attempts gave the same). Everything before this "
+            f"window was delivered and checkpointed. Let the connector reach {self._config.base_url} directly, "
+            "or have what stands between them keep the answer's Content-Length, chunked framing or gzip."
+        )
+
+    def _disk_full(self, window: Window, exc: DiskFull) -> Exception:
+        where = tempfile.gettempdir()
+        free = shutil.disk_usage(where).free
+        return system_error(
+            f"Window {window.label()} could not be stored in the temporary directory {where} (TMPDIR): "
+            f"{exc} after {exc.stored / 1e6:.1f} MB, with {free / 1e6:.1f} MB free there. A window needs up to "
+            f"{self._limit.size / 1e6:.0f} MB there (twice window_target_events at {BYTES_PER_TARGET_EVENT} bytes "
+            "an event, less when Mixpanel compresses it). Nothing of this window was emitted; everything before "
+            "it was delivered and checkpointed. Free space there, point TMPDIR at a larger disk, or lower "
+            "window_target_events."
+        )
+
     def _attempt(self, window: Window, attempt: int, started: float) -> Download:
         """One request for the window, within its deadline (api.Deadline)."""
-        with deadline(self._config.request_timeout_seconds) as watched:
+        with deadline(self._config.request_timeout_seconds, self._stop) as watched:
             try:
                 download = self._request(window, attempt, started, watched)
             except Retriable:
@@ -182,22 +210,39 @@ class ExportClient:
                 raise status_failure(
                     self._config, response.status_code, _error_text(response), _retry_after(response, self._clock)
                 )
-            server_ms = watermark(self._config, response.headers.get("Date"), headers_seconds, sent_wall_ms)
+            stamp = request_received(response.headers.get("Date"), headers_seconds, sent_wall_ms)
+            self._warn_skew(stamp)
             gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
             in_memory = max(1 << 16, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
             spill = Spill(gzipped, in_memory, self.meter)
             limit = self._limit if split_window(window, self._config.request_timezone) is not None else None
-            check = spill_response(response, spill, limit, lambda chunks: self._progress(window, chunks, watched))
+            try:
+                check = spill_response(response, spill, limit, lambda chunks: self._progress(window, chunks, watched))
+            except DiskFull as exc:
+                raise self._disk_full(window, exc) from None
         return Download(
             window=window,
             spill=spill,
             size=check.size,
             events=check.events,
-            server_time_ms=server_ms,
+            server_time_ms=watermark(self._config, stamp),
             attempts=attempt,
             seconds=self._clock.monotonic() - started,
             malformed_lines=check.malformed,
             first_malformed_line=check.first_malformed,
+        )
+
+    def _warn_skew(self, stamp: Stamp) -> None:
+        """Say once a sync that the server's clock is not trusted, and by how much it is off."""
+        if stamp.skew_ms is None or self._skew_warned:
+            return
+        self._skew_warned = True
+        side = "ahead of" if stamp.skew_ms > 0 else "behind"
+        self._logger.warning(
+            f"The Date header of {self._config.base_url} is {abs(stamp.skew_ms) / 1000:.0f} s {side} this "
+            f"machine's clock (more than {DATE_TRUST_MS // 1000} s): it is not used for the watermark, this "
+            "machine's clock is. Check that this machine's clock is set (NTP) and what stands between it "
+            "and Mixpanel."
         )
 
     def _progress(self, window: Window, chunks: Iterable[bytes], watched: Deadline) -> Iterator[bytes]:
@@ -223,8 +268,10 @@ def spill_response(
 ) -> BodyCheck:
     """Store a 200 response's body in `spill` as it arrives (through `watch`), checked; unless it is
     complete, close the spill and raise what that means for the window (Retriable, TooLarge)."""
+    raw = response.raw
+    framed = bool(getattr(raw, "chunked", False)) or getattr(raw, "length_remaining", None) is not None
     try:
-        return receive(watch(response.raw.stream(CHUNK_BYTES, decode_content=False)), spill, limit)
+        return receive(watch(raw.stream(CHUNK_BYTES, decode_content=False)), spill, limit, framed)
     except BaseException as exc:
         spill.close()
         raise _attempt_failure(exc) from None
@@ -232,6 +279,8 @@ def spill_response(
 
 def _attempt_failure(exc: BaseException) -> BaseException:
     """What a failure while receiving a body means for the window."""
+    if isinstance(exc, Unverifiable):  # the same each time while a proxy strips framing: a few attempts
+        return Retriable(str(exc), attempts=UNVERIFIABLE_ATTEMPTS)
     if isinstance(exc, Incomplete):
         return Retriable(str(exc))
     if isinstance(exc, Oversized):
@@ -243,21 +292,37 @@ def _attempt_failure(exc: BaseException) -> BaseException:
     return exc
 
 
-def watermark(config: Config, date_header: str | None, headers_seconds: float, sent_wall_ms: int) -> int:
+def watermark(config: Config, stamp: Stamp) -> int:
     """The window's watermark: when Mixpanel had surely received the request, less export_lookback_window."""
-    return server_time_ms(date_header, headers_seconds, sent_wall_ms) - config.export_lookback_window * 1000
+    return max(stamp.received_ms - config.export_lookback_window * 1000, 0)
 
 
-def server_time_ms(header: str | None, headers_seconds: float, fallback_ms: int) -> int:
-    """When Mixpanel had surely received the request: its Date header, less the time to headers.
+@dataclass(frozen=True)
+class Stamp:
+    """When Mixpanel had surely received a request; `skew_ms` when its Date header was too far from our
+    clock to be used (then our clock at sending is taken)."""
 
-    The Date header is stamped after the request arrived but at one-second resolution; subtracting
-    the whole round trip to the headers gives a lower bound on the arrival in Mixpanel's own clock.
+    received_ms: int
+    skew_ms: int | None = None
+
+
+def request_received(header: str | None, headers_seconds: float, sent_wall_ms: int) -> Stamp:
+    """When Mixpanel had surely received the request, never later than our clock when we sent it.
+
+    Mixpanel stamps `mp_processing_time_ms` with its own clock, which its Date header shows (at
+    one-second resolution; less the whole round trip to the headers, it is a lower bound on the
+    arrival). A Date ahead of ours would put the watermark after events not yet processed, and they
+    would be skipped: our clock when sending bounds it. A Date further than DATE_TRUST_MS from our
+    clock (a proxy's clock, a broken server, 1970) says nothing about Mixpanel's and is not used.
     """
     date = http_date(header) if header else None
     if date is None:
-        return fallback_ms
-    return int(date.timestamp()) * 1000 - math.ceil(headers_seconds * 1000)
+        return Stamp(sent_wall_ms)
+    server_ms = int(date.timestamp()) * 1000 - math.ceil(headers_seconds * 1000)
+    skew = server_ms - sent_wall_ms
+    if abs(skew) > DATE_TRUST_MS:
+        return Stamp(sent_wall_ms, skew)
+    return Stamp(min(server_ms, sent_wall_ms))
 
 
 def _retry_after(response: requests.Response, clock: Clock) -> float | None:

@@ -21,8 +21,8 @@ class Clock:
 
     @classmethod
     def real(cls, stop: threading.Event) -> Clock:
-        """The machine's clocks; sleeping is waiting on `stop`."""
-        return cls(time.monotonic, time.time, stop.wait)
+        """The machine's clocks (the calendar's through `utc_now`); sleeping is waiting on `stop`."""
+        return cls(time.monotonic, lambda: utc_now().timestamp(), stop.wait)
 
 
 def utc_now() -> dt.datetime:

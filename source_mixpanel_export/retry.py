@@ -25,10 +25,13 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 class Retriable(Exception):
     """An attempt failed in a way the next attempt may not: rate limit, outage, cut-off body."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, rate_limited: bool = False, attempts: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        self.attempts = attempts  # a failure that repeats each time: give up after this many attempts
 
 
 class TooLarge(Exception):

@@ -9,13 +9,16 @@ AirbyteMessage each (see writer.py for why).
 
 from __future__ import annotations
 
+import signal
 import sys
-import tempfile
+import threading
 from collections.abc import Iterable
 from typing import IO, Any, cast
 
 from airbyte_cdk.logger import PRINT_BUFFER
+from airbyte_cdk.models import AirbyteMessage, Type
 
+from .client import Cancelled
 from .entry import Entrypoint
 from .errors import config_error
 from .records import Batch
@@ -32,22 +35,51 @@ def read(source: SourceMixpanelExport, args: list[str], out: IO[bytes]) -> None:
         logger.setLevel("DEBUG")
     spec = source.spec(logger)
     writer = MessageWriter(out)
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as temp_dir:
-        raw_config = source.configure(_read_json(source.read_config, parsed.config, "config"), temp_dir)
-        entrypoint.set_up_secret_filter(raw_config, spec.connectionSpecification)
-        config = source.parse(raw_config)  # our own messages name the field; the CDK's schema check does not
-        if source.check_config_against_spec:
-            entrypoint.validate_connection(spec, raw_config)
-        catalog = _read_json(source.read_catalog, parsed.catalog, "catalog")
-        state = _read_json(source.read_state, parsed.state, "state") if parsed.state else []
-        try:
-            for item in source.read_items(logger, config, catalog, state):
-                if type(item) is Batch:
-                    writer.records(item)
-                else:
-                    writer.message(item)  # type: ignore[arg-type]
-        finally:
-            writer.flush()
+    raw_config = _read_json(source.read_config, parsed.config, "config")
+    entrypoint.set_up_secret_filter(raw_config, spec.connectionSpecification)
+    config = source.parse(raw_config)  # our own messages name the field; the CDK's schema check does not
+    catalog = _read_json(source.read_catalog, parsed.catalog, "catalog")
+    state = _read_json(source.read_state, parsed.state, "state") if parsed.state else []
+    stop, terminated = threading.Event(), threading.Event()  # the read sets `stop` itself when it ends
+    last_state: list[AirbyteMessage] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.set()
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        for item in source.read_items(logger, config, catalog, state, stop):
+            if type(item) is Batch:
+                writer.records(item)
+            else:
+                writer.message(item)  # type: ignore[arg-type]
+                if item.type == Type.STATE:  # type: ignore[union-attr]
+                    last_state[:] = [item]  # type: ignore[list-item]
+    except Cancelled:
+        if not terminated.is_set():
+            raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        writer.flush()
+    if terminated.is_set():
+        logger.warning(_stopped(last_state[0] if last_state else None))
+        writer.flush()
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _stopped(state: AirbyteMessage | None) -> str:
+    """The last line of a sync stopped by SIGTERM (the platform's cancel): what the next sync starts from."""
+    head = "Stopped on SIGTERM; the downloads under way were abandoned and their files removed. "
+    if state is None or state.state is None or state.state.stream is None:
+        return head + "This sync wrote no checkpoint: the next one starts from the state this one was given."
+    blob = state.state.stream.stream_state
+    data = dict(blob.__dict__) if blob is not None else {}
+    progress = data.get("in_progress")
+    through = progress.get("through") if isinstance(progress, dict) else data.get("synced_through")
+    if through is None:
+        return head + "The last checkpoint is a full refresh's: the next sync reads everything again."
+    return head + f"The last checkpoint covers event dates through {through}; the next sync resumes from it."
 
 
 def _read_json(reader: Any, path: str, what: str) -> Any:

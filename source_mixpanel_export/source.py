@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -40,6 +41,11 @@ class SourceMixpanelExport(AbstractSource):
     # parse_config checks every constraint of the spec and names the field; the CDK's JSON-schema check
     # would run first and answer with messages like "0 is less than the minimum of 1".
     check_config_against_spec = False
+
+    def configure(self, config: Mapping[str, Any], temp_dir: str) -> Mapping[str, Any]:
+        """The config as given, written nowhere: the CDK's default writes it, secret and all, to
+        `temp_dir/config.json` (mode 0644), which a killed process leaves on the disk."""
+        return config
 
     def spec(self, logger: logging.Logger) -> ConnectorSpecification:
         """The connection specification (see spec.py)."""
@@ -89,18 +95,20 @@ class SourceMixpanelExport(AbstractSource):
         config: Config,
         catalog: ConfiguredAirbyteCatalog,
         state: list[AirbyteStateMessage] | None = None,
+        stop: threading.Event | None = None,
     ) -> Iterator[Item]:
         """The read as batches of record dicts, and messages: `read` above wraps the records for the CDK, run.py
-        writes them itself (writer.py). Both take the same items, so both give the same records."""
+        writes them itself (writer.py). Both take the same items, so both give the same records. Setting
+        `stop` (run.py does on SIGTERM) ends the read soon, with client.Cancelled, after whole batches."""
         configured = configured_export(catalog)
         if configured is None:  # nothing selected: nothing to read
             return
         mode = configured.sync_mode
-        raw_state = stream_state_of(state, configured.stream.namespace) if mode == SyncMode.incremental else None
-        export_state = parse_state(raw_state)
+        raw_state = stream_state_of(state) if mode == SyncMode.incremental else None
+        export_state = parse_state(raw_state, timezone=config.request_timezone)
         yield stream_status_message(configured.stream, AirbyteStreamStatus.STARTED)
         running = False
-        reader = ExportReader(config, logger)
+        reader = ExportReader(config, logger, stop=stop)
         try:
             for item in reader.read(mode, export_state):
                 if not running and type(item) is not AirbyteMessage:

@@ -16,9 +16,12 @@ that Mixpanel processed at or before it has been emitted, however late). The his
 (sweep.py) checks its stalest ranges again each sync. A version-2 state has no history: its synced
 days before the recent stretch count as checked at its watermark.
 
-A state is input the connector cannot trust: a state from a clock in the future would make every
-later sync skip new events without an error, so dates after tomorrow and watermarks more than an
-hour ahead are refused with a config error that says to reset the stream (see `parse_state`).
+A state is input the connector cannot trust. A state from a clock in the future would make every
+later sync skip new events without an error: a watermark ahead of now, or a day after today, is
+brought back to now (re-reading is harmless, skipping is not), and one too far ahead to come from a
+clock a little off (DATE_SKEW, WATERMARK_SKEW_MS) is refused with a config error that says to reset the
+stream (see `parse_state`). A state describes one project's days in one zone: `binding` names the
+region, project and day zone it was read for, and a config that names another is refused (`bind`).
 
 Why the next sync loses nothing within that promise: it re-reads, keeping only events processed
 after the watermark of the part that covers them, every day from the watermark's date minus N days
@@ -32,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pendulum
@@ -54,11 +57,35 @@ NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
 ONE_DAY = dt.timedelta(days=1)
 MS_PER_DAY = 86_400_000
 STREAM_NAME = "export"  # records.STREAM_NAME; not imported, so reading a state needs no record machinery
-# How far a state may lie ahead of this machine's clock. A date may be tomorrow (the furthest-ahead
-# timezone is one date ahead of UTC); a watermark comes from Mixpanel's clock, which may differ from
-# ours by a little.
+# How far ahead of this machine's clock a state may lie and still be brought back to now rather than
+# refused: a clock an hour off (a watermark) or a date off by a day (a zone, a clock near midnight).
 DATE_SKEW = dt.timedelta(days=1)
 WATERMARK_SKEW_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a state describes: one project's days, read in one zone, from one region.
+
+    A project secret names no project: its state is bound to project_id only when the config gives one.
+    The secret itself is not bound, not even as a hash: rotating it changes no data, and a hash of a
+    secret in a state file would let anyone who reads the file test guesses of it.
+    """
+
+    region: str
+    project_id: int | None
+    day_zone: str
+
+    @classmethod
+    def of(cls, config: Config) -> Binding:
+        """The binding a sync with this config writes."""
+        return cls(config.region, config.project_id, config.request_timezone)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"region": self.region, "day_zone": self.day_zone}
+        if self.project_id is not None:
+            out["project_id"] = self.project_id
+        return out
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,8 @@ class ExportState:
     history_from: dt.date | None = None  # the first day of `history`; None: no history kept yet
     history: tuple[Checked, ...] = ()  # (through_day, watermark_ms) ranges from history_from on
     events_per_day: int | None = None  # the volume the last windows read, to size the next first window
+    binding: Binding | None = None  # None: a state written before states were bound, or migrated
+    notes: tuple[str, ...] = ()  # what reading the state changed (a future date brought back), to log
 
     def first_day(self, start_day: dt.date, attribution_days: int, timezone: str = "UTC") -> dt.date:
         """The first event date this sync reads: the earliest day an event up to N days late can miss.
@@ -247,7 +276,38 @@ class ExportState:
             }
         if self.events_per_day is not None:
             out["events_per_day"] = self.events_per_day
+        if self.binding is not None:
+            out["binding"] = self.binding.to_dict()
         return out
+
+
+def bind(state: ExportState, config: Config) -> ExportState:
+    """The state bound to the config's project, or a config error when it was read for another one.
+
+    Airbyte keeps a connection's state when its source settings are edited: a state of project A used
+    for project B would take B's days as read and skip their events, every sync, exit 0.
+    """
+    now = Binding.of(config)
+    was = state.binding
+    if was is not None:
+        if was.region != now.region:
+            raise _changed("region", was.region, now.region)
+        if was.project_id is not None and now.project_id is not None and was.project_id != now.project_id:
+            raise _changed("credentials.project_id", was.project_id, now.project_id)
+        if was.day_zone != now.day_zone:
+            raise _changed("project_timezone / legacy_local_time (the zone days are read in)", was.day_zone,
+                           now.day_zone)
+    if was is not None and was.project_id is not None and now.project_id is None:
+        now = replace(now, project_id=was.project_id)  # a project secret without project_id: keep what was known
+    return replace(state, binding=now)
+
+
+def _changed(field: str, was: Any, now: Any) -> Exception:
+    return config_error(
+        f"The saved state of stream 'export' was written for {field} {was!r}, and the config now says {now!r}. "
+        "Its days would count as read for the new setting and their events would be skipped. Reset the "
+        f"stream's state to sync from start_date with the new setting, or set {field} back to {was!r}."
+    )
 
 
 @dataclass(frozen=True)
@@ -282,24 +342,25 @@ def _block(config: Config) -> int:
     return block_days(config.date_window_size, config.attribution_window)
 
 
-def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
+def parse_state(raw: Any, now: dt.datetime | None = None, timezone: str = "UTC") -> ExportState:
     """Read a stream state: ours, the official connector's `{"time": ...}`, or none at all.
 
-    `now` (default: the wall clock) is the present the state must not lie after: a state dated in the
-    future would make this and every later sync skip every new event, exit 0.
+    `now` (default: clock.utc_now) is the present the state must not lie after, and `timezone` the one
+    its days are dates of: a state dated in the future would make this and every later sync skip every
+    new event, exit 0. What lies a little ahead is brought back to now (see `notes`).
     """
     if raw is None or raw == {} or (isinstance(raw, Mapping) and raw.get(NO_CURSOR_MARKER)):
         return ExportState()
     if not isinstance(raw, Mapping):
         raise _bad(f"it is a {type(raw).__name__}, not a JSON object")
-    present = _Present.at(now)
+    present = _Present.at(now, timezone)
     if "version" not in raw:
-        return _migrate(raw, present)
+        return replace(_migrate(raw, present), notes=tuple(present.notes))
     version = raw.get("version")
     if isinstance(version, bool) or version not in READ_VERSIONS:
         raise _bad(f"version {_shown(version)} is not one this connector reads {READ_VERSIONS}")
     known = {"version", "synced_through", "watermark_ms", "watermark", "in_progress"}
-    unknown = set(raw) - (known | {"history", "events_per_day"} if version == STATE_VERSION else known)
+    unknown = set(raw) - (known | {"history", "events_per_day", "binding"} if version == STATE_VERSION else known)
     if unknown:
         raise _bad(f"unknown keys {_shown(sorted(map(str, unknown)))}")
     partial = raw.get("in_progress")
@@ -319,7 +380,22 @@ def parse_state(raw: Any, now: dt.datetime | None = None) -> ExportState:
     if raw.get("history") is not None:
         history_from, history = _history(raw["history"], present, state.reached())
         state = replace(state, history_from=history_from, history=history)
-    return replace(state, events_per_day=_events_per_day(raw.get("events_per_day")))
+    return replace(state, events_per_day=_events_per_day(raw.get("events_per_day")),
+                   binding=_binding(raw.get("binding")), notes=tuple(present.notes))
+
+
+def _binding(value: Any) -> Binding | None:
+    """The `binding` part: the region, day zone and (when known) project a state was read for."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"region", "project_id", "day_zone"}:
+        raise _bad("'binding' must be an object with 'region', 'day_zone' and, optionally, 'project_id'")
+    region, zone, project = value.get("region"), value.get("day_zone"), value.get("project_id")
+    if not isinstance(region, str) or not isinstance(zone, str):
+        raise _bad("'binding' needs a 'region' and a 'day_zone' (strings)")
+    if project is not None and (isinstance(project, bool) or not isinstance(project, int)):
+        raise _bad(f"'binding.project_id' must be a whole number, got {_shown(project)}")
+    return Binding(region, project, zone)
 
 
 def _events_per_day(value: Any) -> int | None:
@@ -352,6 +428,8 @@ def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.d
         watermark = present.millis(item.get("watermark_ms"), f"{key}.watermark_ms")
         if through is None or watermark is None:
             raise _bad(f"'{key}' needs both 'through' and 'watermark_ms'")
+        if through <= previous and previous == present.today:  # brought back to today: the
+            break  # ranges after it covered days that have not come yet
         if through <= previous:
             raise _bad(f"'{key}.through' {through} does not come after the day before it ({previous})")
         ranges.append((through, watermark))
@@ -361,14 +439,14 @@ def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.d
     return first, tuple(ranges)
 
 
-def stream_state_of(
-    state_messages: Sequence[AirbyteStateMessage] | None, namespace: str | None = None
-) -> Any:
+def stream_state_of(state_messages: Sequence[AirbyteStateMessage] | None) -> Any:
     """The export stream's raw stream_state from the --state messages (None when there is none).
 
     This connector only ever writes per-stream STATE messages. A GLOBAL or LEGACY state, or several
     entries for `export`, came from somewhere else; guessing which part to trust could lose data, so
-    each is a config error that says to reset. Entries for other streams are ignored.
+    each is a config error that says to reset. Entries for other streams are ignored. A namespace is
+    ignored: the source declares none, and writes its records and states without one, so a catalog
+    that sets one must still find the state it wrote.
     """
     found: list[Any] = []
     for message in state_messages or ():
@@ -379,7 +457,7 @@ def stream_state_of(
         if stream is None:
             raise _bad("a STREAM state message has no 'stream'")
         descriptor = stream.stream_descriptor
-        if descriptor.name == STREAM_NAME and (descriptor.namespace or None) == (namespace or None):
+        if descriptor.name == STREAM_NAME:
             found.append(stream.stream_state)
     if len(found) > 1:
         raise _bad(f"it holds {len(found)} entries for stream 'export' (one is expected)")
@@ -389,21 +467,26 @@ def stream_state_of(
     return dict(blob.__dict__) if hasattr(blob, "__dict__") else blob
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Present:
-    """The latest date and watermark a state may hold, from the present and the clock-skew allowance."""
+    """Now and today (in the state's day zone), and what reading a state brought back to them.
 
-    latest_day: dt.date
-    latest_ms: int
+    A date or watermark ahead of now is brought back to now, with a note to log: re-reading from now
+    is harmless, skipping is not. One further ahead than a clock a little off explains (DATE_SKEW,
+    WATERMARK_SKEW_MS) is refused: the state is not one this connector wrote for this project.
+    """
+
+    now_ms: int
     today: dt.date
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def at(cls, now: dt.datetime | None) -> _Present:
+    def at(cls, now: dt.datetime | None, timezone: str = "UTC") -> _Present:
         moment = (now or clock.utc_now()).astimezone(dt.UTC)
-        return cls(moment.date() + DATE_SKEW, int(moment.timestamp() * 1000) + WATERMARK_SKEW_MS, moment.date())
+        return cls(int(moment.timestamp() * 1000), pendulum.instance(moment).in_timezone(timezone).date())
 
     def day(self, value: Any, key: str) -> dt.date | None:
-        """A YYYY-MM-DD date from Mixpanel's launch to tomorrow."""
+        """A YYYY-MM-DD date from Mixpanel's launch to today."""
         if value is None:
             return None
         try:
@@ -415,25 +498,32 @@ class _Present:
     def check_day(self, day: dt.date, key: str, value: Any) -> dt.date:
         if day < FIRST_DATE:
             raise _bad(f"'{key}' {_shown(value)} is before {FIRST_DATE}, when Mixpanel did not exist yet")
-        if day > self.latest_day:
+        if day > self.today + DATE_SKEW:
             raise _bad(
-                f"'{key}' {_shown(value)} lies in the future (today is {self.today} UTC): syncing from it "
+                f"'{key}' {_shown(value)} lies in the future (today is {self.today}): syncing from it "
                 "would skip every event until then. It was written by a clock set ahead"
             )
+        if day > self.today:
+            self.notes.append(f"The state's {key} {value} lies after today ({self.today}); read as {self.today}.")
+            return self.today
         return day
 
     def millis(self, value: Any, key: str) -> int | None:
-        """Epoch milliseconds no more than WATERMARK_SKEW_MS ahead of now."""
+        """Epoch milliseconds, at most now."""
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _bad(f"'{key}' must be epoch milliseconds (a whole number), got {_shown(value)}")
-        if value > self.latest_ms:
-            now = _readable(self.latest_ms - WATERMARK_SKEW_MS)
+        if value > self.now_ms + WATERMARK_SKEW_MS:
             raise _bad(
-                f"'{key}' {_shown(value)} lies in the future (now is {now}): the next syncs would skip every "
-                "event processed until then. It was written by a clock set ahead"
+                f"'{key}' {_shown(value)} lies in the future (now is {_readable(self.now_ms)}): the next syncs "
+                "would skip every event processed until then. It was written by a clock set ahead"
             )
+        if value > self.now_ms:
+            self.notes.append(
+                f"The state's {key} {_readable(value)} lies after now ({_readable(self.now_ms)}); read as now."
+            )
+            return self.now_ms
         return value
 
 
@@ -442,7 +532,7 @@ def _migrate(raw: Mapping[str, Any], present: _Present) -> ExportState:
 
     Its cursor is the maximum `time` of an unordered stream, so any day up to it may be incomplete:
     the attribution window before it is read again whole (duplicates possible, no loss). That time
-    comes from devices' clocks, so it can lie in the future: such a state is refused.
+    comes from devices' clocks, so it can lie in the future: a day ahead is read as today, further is refused.
     """
     value = raw.get("time", raw.get("date"))
     if isinstance(value, bool) or not isinstance(value, str | int | float) or len(raw) != 1:
@@ -459,7 +549,7 @@ def _migrate(raw: Mapping[str, Any], present: _Present) -> ExportState:
             day = dt.datetime.fromtimestamp(seconds, dt.UTC).date()
     except Exception:
         raise _bad(f"'time' {_shown(value)} is not a date or timestamp") from None
-    present.check_day(day, "time", value)
+    day = present.check_day(day, "time", value)
     return ExportState(synced_through=day, migrated_from=f"official state time={value}")
 
 

@@ -30,14 +30,14 @@ from airbyte_cdk.models import (
 from airbyte_cdk.sources.streams import Stream
 
 from .budget import RateBudget
-from .client import Download, ExportClient
+from .client import Cancelled, Download, ExportClient
 from .clock import Clock
 from .config import Config
 from .errors import system_error
 from .prefetch import fetch_in_order
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tally, make_builder, window_records
 from .retry import DateAfterToday, TooLarge
-from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, sync_plan
+from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, bind, sync_plan
 from .sweep import block_days, syncs_per_pass
 from .windows import ONE_DAY, Listed, Planner, Segment, Window, split_window
 
@@ -68,11 +68,13 @@ class ExportReader:
         now: dt.datetime | None = None,
         clock: Clock | None = None,
         client: ExportClient | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
-        """`clock` (default: the machine's, sleeping on the sync's stop event) times every wait."""
+        """`clock` (default: the machine's, sleeping on the sync's stop event) times every wait; `stop`,
+        set from outside, ends the read after the batch being emitted and cancels every download."""
         self._config = config
         self._logger = logger
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._clock = clock or Clock.real(self._stop)
         self._budget = RateBudget(config.requests_per_second, config.requests_per_hour, self._clock, logger)
         self._client = client or ExportClient(config, self._budget, self._clock, self._stop, logger)
@@ -84,8 +86,12 @@ class ExportReader:
         incremental = mode == SyncMode.incremental
         if not incremental:
             state = ExportState()
-        elif state.migrated_from:
+        for note in state.notes:
+            self._logger.warning(note)
+        if state.migrated_from:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
+        if incremental:
+            state = bind(state, self._config)
         plan = sync_plan(self._config, state, self._today)
         state = plan.state
         self._end = plan.end
@@ -184,7 +190,10 @@ class ExportReader:
             self._bad_lines(window, download.malformed_lines, download.first_malformed_line or 0)
         tally = Tally()
         build = make_builder(self._config.legacy_timezone, self._config.records_not_before(window.first_day))
-        yield from window_records(download.chunks(), build, tally)
+        for batch in window_records(download.chunks(), build, tally):
+            yield batch
+            if self._stop.is_set():  # asked to stop from outside (the read's own end sets it later)
+                raise Cancelled()
         if tally.bad:
             self._bad_lines(window, tally.bad, tally.first_bad or 0)
         return tally.count

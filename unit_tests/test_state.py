@@ -248,11 +248,33 @@ def test_given_state_from_the_future_or_out_of_range_when_parsed_then_config_err
     assert problem in error_of(raw)
 
 
-def test_given_state_within_the_clock_skew_allowance_when_parsed_then_accepted():
-    """Tomorrow's date (the furthest-ahead timezones) and a watermark up to an hour ahead are fine."""
+def test_given_state_within_the_clock_skew_allowance_when_parsed_then_brought_back_to_now_with_a_note():
+    """Tomorrow's date and a watermark up to an hour ahead are read as today and now (re-reading is
+    harmless, skipping is not), each with a note the sync logs."""
     raw = {"version": 2, "synced_through": "2026-11-30", "watermark_ms": NOW_MS + 3_600_000}
-    assert parse_state(raw, now=NOW) == ExportState(D(2026, 11, 30), NOW_MS + 3_600_000)
-    assert parse_state({"time": "2026-11-30T23:00:00Z"}, now=NOW).synced_through == D(2026, 11, 30)
+    state = parse_state(raw, now=NOW)
+    assert (state.synced_through, state.watermark_ms) == (D(2026, 11, 29), NOW_MS)
+    assert len(state.notes) == 2 and "read as now" in state.notes[1]
+    official = parse_state({"time": "2026-11-30T23:00:00Z"}, now=NOW)
+    assert official.synced_through == D(2026, 11, 29) and "read as 2026-11-29" in official.notes[0]
+    assert parse_state({"version": 2, "synced_through": "2026-11-29", "watermark_ms": NOW_MS}, now=NOW).notes == ()
+
+
+def test_given_history_ranges_after_today_when_parsed_then_cut_at_today():
+    """History past today covered days that have not come: a range ending tomorrow ends today, or is
+    dropped when the range before it already ends today."""
+    ranges = [{"through": "2026-11-20", "watermark_ms": 5}, {"through": "2026-11-30", "watermark_ms": 6}]
+    raw = _v3(synced_through="2026-11-30", watermark_ms=NOW_MS, history={"from": "2026-11-01", "checked": ranges})
+    state = parse_state(raw, now=NOW)
+    assert state.history == ((D(2026, 11, 20), 5), (D(2026, 11, 29), 6)) and state.synced_through == D(2026, 11, 29)
+    ranges.insert(1, {"through": "2026-11-29", "watermark_ms": 7})
+    assert parse_state(raw, now=NOW).history == ((D(2026, 11, 20), 5), (D(2026, 11, 29), 7))
+
+
+def test_given_a_legacy_zone_ahead_of_utc_when_parsed_then_its_today_is_the_zone_s():
+    """A state's days are dates of the zone it was read in: Kiritimati's today is not a day in the future."""
+    raw = {"version": 2, "synced_through": "2026-11-30", "watermark_ms": NOW_MS}
+    assert parse_state(raw, now=NOW, timezone="Pacific/Kiritimati").notes == ()
 
 
 def _messages(*entries):
@@ -272,8 +294,7 @@ def test_given_per_stream_state_when_extracted_then_the_export_blob_as_a_dict():
     assert stream_state_of(_messages(_stream("other", {"x": 1}), _stream(state=blob))) == blob
     assert stream_state_of(_messages(_stream("other", {"x": 1}))) is None
     assert stream_state_of(None) is None and stream_state_of([]) is None
-    assert stream_state_of(_messages(_stream(state=blob, namespace="ns"))) is None
-    assert stream_state_of(_messages(_stream(state=blob, namespace="ns")), namespace="ns") == blob
+    assert stream_state_of(_messages(_stream(state=blob, namespace="ns"))) == blob  # a namespace is ignored
 
 
 @pytest.mark.parametrize(
