@@ -139,3 +139,20 @@ def test_given_many_long_event_names_when_written_then_the_line_start_cache_stay
         records._line_start(f"{index:05d}" + "x" * (300 if index % 2 else 10))
     assert len(records._LINE_STARTS) <= 10_001
     assert all(len(name) <= 256 for name in records._LINE_STARTS)
+
+
+@pytest.mark.parametrize(
+    "name,props,expected",
+    [
+        ("Sign Up", {"time": 1700000000123, "distinct_id": "u1", "$insert_id": "i1"},
+         "2a3844b3d3ebcde5c46309499eba3fe4"),
+        ("Purchase", {"time": 1700000000123.5, "$insert_id": "a7f3-ü"}, "9ba67b8a09a540547480f8c7d87981b6"),
+        ("Sign Up", {"time": 1700000000123, "distinct_id": "u1"}, "376631feaebda54bb0872328be032e9a"),
+    ],
+    ids=["string-insert-id", "float-time-unicode-id", "no-insert-id"],
+)
+def test_given_a_string_or_missing_insert_id_when_built_then_the_event_id_is_the_one_past_versions_gave(
+    name, props, expected
+):
+    """event_id is the primary key users dedupe on across versions: these values were computed before any change."""
+    assert make_builder()({"event": name, "properties": props})["event_id"] == expected
