@@ -62,7 +62,10 @@ SCHEMA: dict[str, Any] = {
             "type": ["null", "string"],
             "description": "The event's $device_id (Simplified ID Merge: the anonymous device), if any.",
         },
-        "insert_id": {"type": ["null", "string"], "description": "The event's $insert_id, if any."},
+        "insert_id": {
+            "type": ["null", "string"],
+            "description": "The event's $insert_id, if any (not an empty one); its JSON text if it is no string.",
+        },
         "mp_processing_time_ms": {
             "type": ["null", "integer"],
             "description": "When Mixpanel processed the event, UTC epoch milliseconds.",
@@ -233,14 +236,35 @@ class LegacyClock:
         return wall_ms - offset
 
 
+# The blake2b personalization of the ids of events whose $insert_id is not a string: a hash function
+# of its own, so that no string $insert_id (hashed without one) can give the same event_id.
+_JSON_INSERT_ID = b"json $insert_id"
+
+
 def event_id(name: str, raw_time: Any, insert_id: Any, properties: dict[str, Any]) -> str:
-    """An id that survives a re-export: Mixpanel's dedupe key less `distinct_id`, which merges change."""
-    if insert_id is not None:
+    """An id that survives a re-export: Mixpanel's dedupe key less `distinct_id`, which merges change.
+
+    A string $insert_id is hashed as it always was (users dedupe on this id across versions); an
+    empty one counts as missing (two events with "" are not one event); any other JSON value is
+    hashed as its JSON text in a domain of its own (`12345` and `"12345"` are different ids).
+    """
+    if type(insert_id) is str and insert_id:
         key = f"{name}\x1f{raw_time}\x1f{insert_id}".encode()
-    else:
+    elif insert_id is None or insert_id == "":
         stable = {k: v for k, v in properties.items() if k not in IDENTITY_PROPERTIES}
         key = f"{name}\x1f{raw_time}\x1f".encode() + dumps(stable, sort_keys=True)
+    else:
+        return _json_insert_id(name, raw_time, insert_id)[1]
     return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def _json_insert_id(name: str, raw_time: Any, insert_id: Any) -> tuple[str, str]:
+    """The `insert_id` column and the event_id of an event whose $insert_id is JSON but no string: its
+    compact JSON text (`12345`, `true`, `{"a":1}`; Python's text would be `True`, `{'a': 1}`), and that
+    text hashed with the personalization _JSON_INSERT_ID."""
+    text = dumps(insert_id)
+    key = f"{name}\x1f{raw_time}\x1f".encode() + text
+    return text.decode(), hashlib.blake2b(key, digest_size=16, person=_JSON_INSERT_ID).hexdigest()
 
 
 def make_builder(legacy_timezone: str | None = None, not_before: str | None = None) -> Build:
@@ -292,14 +316,15 @@ def _builder(legacy_timezone: str | None) -> Build:
         else:
             time = None
         insert_id = get("$insert_id")
-        if insert_id is None:
-            eid = event_id(name, raw_time, None, props)
-        else:
-            if type(insert_id) is not str:
-                insert_id = str(insert_id)
+        if type(insert_id) is str and insert_id:  # as event_id(), inlined: it runs for every record
             digest = new_hash()
             digest.update(f"{name}\x1f{raw_time}\x1f{insert_id}".encode())
             eid = digest.hexdigest()
+        elif insert_id is None or insert_id == "":
+            insert_id = None
+            eid = event_id(name, raw_time, None, props)
+        else:
+            insert_id, eid = _json_insert_id(name, raw_time, insert_id)
         distinct_id = get("distinct_id")
         if distinct_id is not None and type(distinct_id) is not str:
             distinct_id = _as_text(distinct_id)

@@ -16,6 +16,7 @@ from source_mixpanel_export.records import (
     LegacyClock,
     Tally,
     dumps,
+    event_id,
     make_builder,
     record_bytes,
     records_of_lines,
@@ -259,3 +260,44 @@ def test_given_random_lines_with_repeated_keys_when_written_then_bytes_match_the
     assert record["properties"] == json.loads(line)["properties"]
     assert json.loads(body, object_pairs_hook=_no_duplicates) == record
 
+
+# -- $insert_id that is no string, or empty -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "insert_id,column",
+    [(12345, "12345"), ("12345", "12345"), (True, "true"), ({"a": 1}, '{"a":1}'), ("", None), ([1, "x"], '[1,"x"]'),
+     (2**70, "1180591620717411303424"), (1.5, "1.5")],
+)
+def test_given_an_insert_id_of_any_json_type_when_built_then_the_column_holds_its_json_text(insert_id, column):
+    """A non-string $insert_id shows as compact JSON, never a Python repr; an empty one is no insert_id."""
+    record = make_builder()(event(**{"$insert_id": insert_id}))
+    assert record.get("insert_id") == column
+    assert record["properties"]["$insert_id"] == insert_id
+    jsonschema.validate(record, SCHEMA)
+
+
+def test_given_events_differing_only_in_the_insert_ids_type_when_built_then_their_event_ids_differ():
+    """12345, "12345", true, "true", {"a":1}, '{"a":1}' and "" are seven different ids."""
+    build = make_builder()
+    ids = [12345, "12345", True, "true", {"a": 1}, '{"a":1}', ""]
+    event_ids = {build(event(**{"$insert_id": value}))["event_id"] for value in ids}
+    assert len(event_ids) == len(ids)
+
+
+def test_given_two_events_with_an_empty_insert_id_when_built_then_their_ids_come_from_their_properties():
+    """"" counts as missing: two events with it are two events, and identity merges leave their ids alone."""
+    build = make_builder()
+    first, second = (build(event(**{"$insert_id": "", "x": x})) for x in (1, 2))
+    assert first["event_id"] != second["event_id"] and "insert_id" not in first
+    merged = build(event(**{"$insert_id": "", "x": 1, "distinct_id": "user-42"}))
+    assert merged["event_id"] == first["event_id"]
+    assert first["event_id"] == event_id("Sign Up", 1700000000123, "", first["properties"])
+
+
+def test_given_a_non_string_insert_id_when_its_event_id_is_made_then_both_ways_agree():
+    """The builder's inlined id and event_id() give the same id for every kind of $insert_id."""
+    build = make_builder()
+    for value in ("i1", 12345, True, {"a": 1}, "", None):
+        record = build(event(**{"$insert_id": value}))
+        assert record["event_id"] == event_id("Sign Up", 1700000000123, value, record["properties"])
