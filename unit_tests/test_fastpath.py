@@ -53,9 +53,14 @@ def reference_record(event: Any) -> dict[str, Any]:
         moment = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=int(raw))
         time_text = moment.isoformat(timespec="milliseconds") + "Z"
     insert_id = props.get("$insert_id")
-    if insert_id is not None:
-        insert_id = str(insert_id)
+    person = b""
+    if insert_id == "":
+        insert_id = None
+    if isinstance(insert_id, str):
         key = f"{name}\x1f{raw}\x1f{insert_id}".encode()
+    elif insert_id is not None:  # JSON text, hashed as a domain of its own
+        insert_id = json.dumps(insert_id, separators=(",", ":"), ensure_ascii=False)
+        key, person = f"{name}\x1f{raw}\x1f{insert_id}".encode(), b"json $insert_id"
     else:
         stable = {k: v for k, v in props.items() if k not in IDENTITY}
         try:
@@ -77,7 +82,7 @@ def reference_record(event: Any) -> dict[str, Any]:
     elif processed is not None and type(processed) is not int:
         processed = None
     record = {
-        "event_id": hashlib.blake2b(key, digest_size=16).hexdigest(),
+        "event_id": hashlib.blake2b(key, digest_size=16, person=person).hexdigest(),
         "event": name,
         "time": time_text,
         "distinct_id": distinct,
@@ -147,7 +152,7 @@ def awkward_events() -> list[dict[str, Any]]:
     base = {"time": 1700000000123, "distinct_id": "u1", "$insert_id": "i1", "mp_processing_time_ms": 1700000001000}
     events = [{"event": "E", "properties": {**base, "v": v, "nested": {"list": [v, {"v": v}]}}} for v in AWKWARD_VALUES]
     for field in ("time", "distinct_id", "$insert_id", "mp_processing_time_ms"):
-        for value in (None, 5, 1.5, 1700000000999.9, "1700000000000", " 12 ", True, {"a": 2**70}, [1], -1, 0):
+        for value in (None, 5, 1.5, 1700000000999.9, "1700000000000", " 12 ", True, {"a": 2**70}, [1], -1, 0, ""):
             events.append({"event": "F", "properties": {**base, field: value}})
     events.append({"event": "No props", "properties": {}})
     events.append({"event": "No insert id", "properties": {"time": 1, "distinct_id": "x", "big": 2**65, "f": 0.1}})
