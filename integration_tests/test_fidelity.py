@@ -9,7 +9,7 @@ from typing import Any
 
 from integration_tests.conftest import TODAY
 from integration_tests.harness import run_cli
-from integration_tests.test_hostile_server import headers, hostile, hostile_config  # noqa: F401 (a fixture)
+from integration_tests.test_hostile_server import headers, hostile_config
 from source_mixpanel_export.records import event_id
 
 DAY_MS = int(dt.datetime.combine(TODAY - dt.timedelta(days=1), dt.time(12), dt.UTC).timestamp() * 1000)
