@@ -114,11 +114,7 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
             hint += "; if the project's data lives in the EU or India, set region to EU or IN"
         return config_error(hint + ".")
     if status == 403:
-        return config_error(
-            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
-            "credentials.project_id and that the service account is a member of that project "
-            "(with access to classified data if the project has any).",
-        )
+        return config_error(_forbidden(config, message))
     if status == 402:
         return config_error(f"Mixpanel's plan for this project does not allow raw export (402: {message}).")
     if status == 404:
@@ -130,6 +126,26 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
     if 400 <= status < 500:
         return config_error(f"Mixpanel rejected the request ({status}: {message}).")
     return system_error(f"Unexpected answer from Mixpanel ({status}: {message}).")
+
+
+def _forbidden(config: Config, message: str) -> str:
+    """What to check after a 403: the project when the config names one; with a project secret that
+    names none, the secret itself (it alone says which project is meant)."""
+    if isinstance(config.credentials, ServiceAccount):
+        return (
+            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
+            "credentials.project_id and that the service account is a member of that project "
+            "(with access to classified data if the project has any)."
+        )
+    if config.project_id is not None:
+        return (
+            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
+            "credentials.project_id and that credentials.api_secret is that project's API secret."
+        )
+    return (
+        f"Mixpanel refused access with the project secret (403: {message}). Check credentials.api_secret: "
+        "it must be the API secret of the project to export (Mixpanel's Project Settings > Overview)."
+    )
 
 
 def error_message(body: bytes) -> str:

@@ -27,6 +27,7 @@ from source_mixpanel_export.retry import (
     DateAfterToday,
     TooLarge,
     backoff_seconds,
+    describe_rejection,
     error_message,
     retry_after_seconds,
 )
@@ -80,6 +81,34 @@ def test_retry_after_reads_seconds_and_http_dates():
 def test_given_retry_after_that_is_no_positive_wait_when_read_then_none(value):
     """Zero, negative, NaN, and a date not after now read as no Retry-After, so the caller backs off."""
     assert retry_after_seconds(value, dt.datetime(2024, 4, 1, tzinfo=dt.UTC)) is None
+
+
+def forbidden_message(credentials: dict) -> str:
+    config = parse_config({"credentials": credentials, "start_date": DAY.isoformat()})
+    error = describe_rejection(config, 403, "no access")
+    assert isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.config_error
+    return error.message or ""
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"username": "sa-user", "secret": SECRET, "project_id": 4242},
+        {"option_title": "Project Secret", "api_secret": SECRET, "project_id": 4242},
+    ],
+    ids=["service-account", "project-secret"],
+)
+def test_given_403_with_a_project_id_when_described_then_the_message_names_the_project(credentials):
+    """A 403 for a config that names its project says which project and to check credentials.project_id."""
+    message = forbidden_message(credentials)
+    assert "project 4242" in message and "credentials.project_id" in message and "no access" in message
+
+
+def test_given_403_with_a_project_secret_and_no_project_id_when_described_then_it_says_to_check_the_secret():
+    """A project secret without project_id: no "project None", but what to check, credentials.api_secret."""
+    message = forbidden_message({"option_title": "Project Secret", "api_secret": SECRET})
+    assert "None" not in message and "credentials.api_secret" in message and "no access" in message
+    assert "credentials.project_id" not in message and SECRET not in message
 
 
 def test_error_message_reads_json_and_plain_text_bodies():
