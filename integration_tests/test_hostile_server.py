@@ -1,12 +1,14 @@
 """Servers that do not behave like Mixpanel, through the real CLI: one that trickles its answer a byte
-at a time, bodies that are bombs (a 40 MB line, 125 MB of newlines, gzip of 1 GB of spaces). Each ends
-with a clear outcome, and the connector's memory stays within the benchmark's bound."""
+at a time, bodies that are bombs (a 40 MB line, 125 MB of newlines, gzip of 1 GB of spaces, for `check`
+gzip of 2 GB of newlines). Each ends with a clear outcome, and the connector's memory stays within the
+benchmark's bound."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -140,6 +142,33 @@ def newlines_bomb() -> bytes:
     return gzip.compress(EVENT % 1 + b"\n" * (125 << 20) + EVENT % 2, compresslevel=9)
 
 
+NEWLINE_BLOCK_BYTES = 16_000_000
+NEWLINE_BLOCKS = 125  # 2 GB of newlines
+
+
+@functools.cache
+def two_gb_of_newlines_bomb() -> bytes:
+    """gzip of b"\n" * 2e9 (about 2 MB), in well under a second: one block is compressed and fully flushed
+    (which resets the compressor, so every block compresses to the same bytes), then repeated."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\n" * NEWLINE_BLOCK_BYTES
+    header = compressor.compress(b"")
+    deflated = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    last_block = compressor.flush()[:-8]  # the empty final block, without this one-block stream's trailer
+    crc = 0
+    for _ in range(NEWLINE_BLOCKS):
+        crc = zlib.crc32(block, crc)
+    size = NEWLINE_BLOCK_BYTES * NEWLINE_BLOCKS
+    return header + deflated * NEWLINE_BLOCKS + last_block + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+def gzip_of_newlines(handler: Any) -> None:
+    """About 2 MB on the wire: 2 GB of newlines."""
+    body = two_gb_of_newlines_bomb()
+    headers(handler, gzipped=True, length=len(body))
+    handler.wfile.write(body)
+
+
 def gzip_of_spaces(handler: Any) -> None:
     """About a megabyte on the wire: 1 GB of spaces, then an event."""
     headers(handler, gzipped=True)
@@ -182,3 +211,26 @@ def test_given_a_bomb_and_skip_bad_lines_when_read_then_the_good_events_are_deli
     run, peak_mb = run_measured(tmp_path, "read", hostile_config(hostile(long_line), skip_bad_lines=True))
     assert run.returncode == 0 and len(run.records) == 2 and "skipped because skip_bad_lines is on" in run.stdout
     assert peak_mb < PEAK_RSS_BOUND_MB
+
+
+def test_given_a_gzip_bomb_of_newlines_when_check_then_it_answers_in_bounded_memory(tmp_path, hostile):
+    """check reads at most SAMPLE_MAX_BYTES of a body, and never holds a large decoded piece of it."""
+    run, peak_mb = run_measured(tmp_path, "check", hostile_config(hostile(gzip_of_newlines)))
+    status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]
+    assert status["status"] == "SUCCEEDED", status
+    assert "Timezone settings not verified: only 0 recent events" in run.stdout
+    print(f"check against 2 GB of gzipped newlines: peak RSS {peak_mb:.1f} MB")
+    assert 0 < peak_mb < PEAK_RSS_BOUND_MB
+
+
+def test_given_a_body_that_is_not_gzip_when_check_then_failed_saying_so(tmp_path, hostile):
+    """A body labelled gzip that is not gzip (a misbehaving proxy) fails check with what to look at."""
+
+    def not_gzip(handler: Any) -> None:
+        body = EVENT % 1
+        headers(handler, gzipped=True, length=len(body))
+        handler.wfile.write(body)
+
+    run, _ = run_measured(tmp_path, "check", hostile_config(hostile(not_gzip)))
+    status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]
+    assert status["status"] == "FAILED" and "not valid gzip" in status["message"], status

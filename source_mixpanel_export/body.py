@@ -28,7 +28,9 @@ READ_BYTES = 1 << 16  # compressed bytes read back at a time when emitting: ~0.5
 PIECE_BYTES = 1 << 20  # the most JSON one piece of compressed body decompresses to (a gzip bomb stays small)
 _BLANK = frozenset(b" \t\r")
 _LINE_OK = frozenset(b"}\n")  # what may end a line (or precede a blank one)
-GzipError = isal_zlib.error  # a body that is not gzip, or broken gzip (zlib.error's counterpart)
+# A body that is not gzip, or broken gzip (zlib.error's counterpart). isal's stub declares `error` an
+# Exception instance; it is the class, and typed as one it can be caught in an `except` clause.
+GzipError: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
 
 class Incomplete(Exception):

@@ -8,16 +8,20 @@ times that sit a whole UTC offset away from the moment Mixpanel received the eve
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import logging
+import re
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import requests
+import urllib3
 
-from .api import deadline, export_get, export_params, new_session
+from .api import Deadline, deadline, export_get, export_params, new_session
+from .body import Gunzip, GzipError
 from .config import Config
 from .records import LegacyClock
 from .retry import describe_rejection, error_message
@@ -26,6 +30,17 @@ from .windows import ONE_DAY, Window
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
 ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the sample
 SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
+CHUNK_BYTES = 1 << 16  # bytes read off the wire at a time
+# What reading a sample's body can raise besides requests' own errors, now that it is read raw: the
+# connection cut or shut by its deadline (urllib3, http.client, OSError), a broken gzip stream.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    GzipError,
+)
+_LINE = re.compile(rb"[^\n]+")  # a line that is not empty
 
 MINUTE_MS = 60_000
 QUARTER_HOUR_MS = 15 * MINUTE_MS
@@ -45,7 +60,7 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
     for day in (today, today - ONE_DAY):
         try:
             status, body = _export_sample(config, day)
-        except (requests.RequestException, TooSlow) as exc:
+        except TRANSPORT_ERRORS + (TooSlow,) as exc:
             if day != today:
                 break  # the first answer already proved the connection; judge what there is
             return False, _unreachable(config, exc)
@@ -69,19 +84,38 @@ def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
     with new_session() as session, deadline(timeout) as watched:
         try:
             with export_get(session, config, params, timeout) as response:
-                body = bytearray()
-                for chunk in response.iter_content(1 << 16):
-                    body += chunk
-                    watched.received = len(body)
-                    if len(body) >= SAMPLE_MAX_BYTES:
-                        break
+                body = _read_sample(response, watched)
             if watched.expired:  # a body that ends with its connection looks whole when cut off
                 raise TooSlow(watched.problem())
-            return response.status_code, bytes(body)
-        except requests.RequestException:
+            return response.status_code, body
+        except TRANSPORT_ERRORS:
             if watched.expired:
                 raise TooSlow(watched.problem()) from None
             raise
+
+
+def _read_sample(response: requests.Response, watched: Deadline) -> bytes:
+    """The first SAMPLE_MAX_BYTES (at most) of a response's decoded body.
+
+    The body is read as it came over the wire and inflated here by body.Gunzip, in pieces of at most
+    PIECE_BYTES: `iter_content` leaves that to urllib3, which (before 2.6) inflates each read whole,
+    some 64 MB at once from 64 kB of a gzip bomb.
+    """
+    body = bytearray()
+    for piece in _decoded(response, watched):
+        body += piece[: SAMPLE_MAX_BYTES - len(body)]
+        if len(body) >= SAMPLE_MAX_BYTES:
+            break
+    return bytes(body)
+
+
+def _decoded(response: requests.Response, watched: Deadline) -> Iterator[bytes]:
+    """The body's bytes, inflated when gzipped, with what came over the wire counted for its deadline."""
+    gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
+    decoder = Gunzip() if gzipped else None
+    for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
+        watched.received += len(raw)
+        yield from decoder.pieces(raw) if decoder else (raw,)
 
 
 class TooSlow(Exception):
@@ -92,6 +126,11 @@ def _unreachable(config: Config, exc: Exception) -> str:
     """What to check when the sample request got no complete answer."""
     if isinstance(exc, TooSlow):
         return f"{config.base_url} {exc}. Check api_base_url and any proxy between this host and Mixpanel."
+    if isinstance(exc, GzipError):
+        return (
+            f"{config.base_url} answered with a body that is not valid gzip ({exc}). Check api_base_url and any "
+            "proxy between this host and Mixpanel."
+        )
     if isinstance(exc, requests.Timeout):
         return (
             f"{config.base_url} did not answer within request_timeout_seconds ({config.request_timeout_seconds:.0f} s)."
@@ -113,11 +152,14 @@ def _masked(body: bytes, config: Config) -> bytes:
 
 
 def _events(body: bytes) -> list[Any]:
-    """The events of a sample body; lines that do not parse (or were cut off by the size cap) are left out."""
+    """The events of a sample body; lines that do not parse (or were cut off by the size cap) are left out.
+
+    Lines are found one at a time, empty ones skipped unseen: `split` would make a list of every line
+    first, 8 million entries (64 MB of pointers) for a sample of newlines."""
     events = []
-    for line in body.split(b"\n"):
+    for match in _LINE.finditer(body):
         try:
-            events.append(orjson.loads(line))
+            events.append(orjson.loads(match.group()))
         except orjson.JSONDecodeError:
             continue
     return events

@@ -13,6 +13,7 @@ import datetime as dt
 import http.client
 import logging
 import math
+import random
 import shutil
 import tempfile
 import threading
@@ -82,8 +83,10 @@ class ExportClient:
         logger: logging.Logger | None = None,
         session: requests.Session | None = None,
         meter: SpillMeter | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        """`stop` ends waits and downloads early when the sync is over."""
+        """`stop` ends waits and downloads early when the sync is over; `rand` is the backoff's jitter
+        (injected so that tests know each wait exactly)."""
         self._config = config
         self._budget = budget
         self._clock = clock
@@ -91,6 +94,7 @@ class ExportClient:
         self._logger = logger or logging.getLogger("airbyte")
         self._session = session or new_session()
         self.meter = meter or SpillMeter()
+        self._rand = rand
         target = config.window_target_events * OVERSIZE_FACTOR
         self._limit = Limit(lines=target, size=target * BYTES_PER_TARGET_EVENT)
         self._skew_warned = False
@@ -128,7 +132,7 @@ class ExportClient:
         """Sleep before the next attempt, or give up with a transient error once the retry budget is spent."""
         if self._stop.is_set():  # the sync is over: no retry, and no log line racing its last messages
             raise Cancelled()
-        delay = backoff_seconds(attempt, failure.retry_after, self._config.retry_initial_backoff_seconds)
+        delay = backoff_seconds(attempt, failure.retry_after, self._config.retry_initial_backoff_seconds, self._rand)
         now = self._clock.monotonic()
         if now + delay > deadline:
             raise self._gave_up(window, attempt, failure, now - started, delay)

@@ -11,6 +11,7 @@ import datetime as dt
 import email.utils
 import random
 from collections.abc import Callable
+from typing import TypeGuard
 
 import orjson
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
@@ -46,16 +47,25 @@ class DateAfterToday(Exception):
 def backoff_seconds(
     attempt: int, retry_after: float | None, base: float, rand: Callable[[], float] = random.random
 ) -> float:
-    """How long to wait before attempt `attempt + 1`: Retry-After when given, else capped exponential
-    backoff with full jitter on its upper half (so parallel downloads do not retry in step)."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
+    """How long to wait before attempt `attempt + 1`: Retry-After when it is a positive wait (capped at
+    an hour), else capped exponential backoff with full jitter on its upper half (so parallel downloads
+    do not retry in step). A Retry-After of zero, below zero or NaN is no wait at all: honouring it
+    would let a server have the connector retry as fast as it answers."""
+    if is_positive_wait(retry_after):
+        return min(retry_after, MAX_RETRY_AFTER_SECONDS)
     ceiling = min(base * (2 ** (attempt - 1)), MAX_BACKOFF_SECONDS)
     return ceiling / 2 + ceiling / 2 * rand()
 
 
+def is_positive_wait(seconds: float | None) -> TypeGuard[float]:
+    """Whether a Retry-After asks for a real wait: a number above zero (NaN compares false)."""
+    return seconds is not None and seconds > 0.0
+
+
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """A Retry-After header's wait in seconds (a number or an HTTP date, read against `now`), or None."""
+    """A Retry-After header's wait in seconds (a number or an HTTP date, read against `now`), or None
+    when it is absent, junk, or no positive wait (0, negative, NaN, a date not in the future): the
+    caller then backs off exponentially, as if the server had said nothing."""
     if not value:
         return None
     try:
@@ -64,8 +74,8 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
         moment = http_date(value)
         if moment is None:
             return None
-        return max((moment - (now or dt.datetime.now(dt.UTC))).total_seconds(), 0.0)
-    return seconds if seconds == seconds else None  # NaN: as if absent
+        seconds = (moment - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return seconds if is_positive_wait(seconds) else None
 
 
 def http_date(value: str) -> dt.datetime | None:
@@ -107,11 +117,7 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
             hint += "; if the project's data lives in the EU or India, set region to EU or IN"
         return config_error(hint + ".")
     if status == 403:
-        return config_error(
-            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
-            "credentials.project_id and that the service account is a member of that project "
-            "(with access to classified data if the project has any).",
-        )
+        return config_error(_forbidden(config, message))
     if status == 402:
         return config_error(f"Mixpanel's plan for this project does not allow raw export (402: {message}).")
     if status == 404:
@@ -123,6 +129,26 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
     if 400 <= status < 500:
         return config_error(f"Mixpanel rejected the request ({status}: {message}).")
     return system_error(f"Unexpected answer from Mixpanel ({status}: {message}).")
+
+
+def _forbidden(config: Config, message: str) -> str:
+    """What to check after a 403: the project when the config names one; with a project secret that
+    names none, the secret itself (it alone says which project is meant)."""
+    if isinstance(config.credentials, ServiceAccount):
+        return (
+            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
+            "credentials.project_id and that the service account is a member of that project "
+            "(with access to classified data if the project has any)."
+        )
+    if config.project_id is not None:
+        return (
+            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
+            "credentials.project_id and that credentials.api_secret is that project's API secret."
+        )
+    return (
+        f"Mixpanel refused access with the project secret (403: {message}). Check credentials.api_secret: "
+        "it must be the API secret of the project to export (Mixpanel's Project Settings > Overview)."
+    )
 
 
 def error_message(body: bytes) -> str:

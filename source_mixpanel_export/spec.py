@@ -197,7 +197,8 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
         ),
         "retry_initial_backoff_seconds": _number(
             "First retry wait (seconds)", "retry_initial_backoff_seconds", "The first wait of the exponential "
-            "backoff (doubles each attempt, capped at 5 minutes); a Retry-After header takes precedence.", 17,
+            "backoff (doubles each attempt, capped at 5 minutes); a Retry-After header of more than 0 seconds takes "
+            "precedence.", 17,
         ),
         "skip_bad_lines": {
             "title": "Skip lines that are not JSON",

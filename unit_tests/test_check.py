@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from source_mixpanel_export.check import compare_times
+from source_mixpanel_export.check import _events, compare_times
 from source_mixpanel_export.config import parse_config
 
 NOW = dt.datetime(2024, 7, 2, 12, 0, tzinfo=dt.UTC)  # summer: US/Pacific is -07:00, Europe/Berlin +02:00
@@ -137,3 +137,9 @@ def test_given_events_without_receipt_times_when_compared_then_they_are_left_out
     events += [["not", "an", "event"], {"event": "x"}, {"event": "x", "properties": {"time": True}}]
     finding = compare_times(events, settings())
     assert finding.events == 4 and not finding.mismatch
+
+
+def test_given_a_sample_of_mostly_empty_lines_when_events_read_then_only_the_events_remain():
+    """Runs of empty lines (a newline bomb) are skipped; events between them and at either end are kept."""
+    body = b'{"event": "A"}\n' + b"\n" * 100_000 + b'{"event": "B"}\n\n  \n{"event": "C"}'
+    assert [event["event"] for event in _events(body)] == ["A", "B", "C"]

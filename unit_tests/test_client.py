@@ -8,6 +8,9 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
+import math
+import random
+from collections.abc import Callable
 
 import pytest
 from airbyte_cdk.models import FailureType
@@ -24,6 +27,7 @@ from source_mixpanel_export.retry import (
     DateAfterToday,
     TooLarge,
     backoff_seconds,
+    describe_rejection,
     error_message,
     retry_after_seconds,
 )
@@ -40,9 +44,16 @@ SECRET = "sa-secret-0c4b"
 def test_given_retry_after_when_backoff_then_it_is_used_as_is_within_an_hour():
     """Mixpanel's Retry-After wins over the exponential schedule; absurd values are bounded."""
     assert backoff_seconds(1, 7.5, base=2.0) == 7.5
-    assert backoff_seconds(9, 0.0, base=2.0) == 0.0
-    assert backoff_seconds(1, -3, base=2.0) == 0.0
+    assert backoff_seconds(9, 0.25, base=2.0) == 0.25
     assert backoff_seconds(1, 10**6, base=2.0) == 3600.0
+
+
+@pytest.mark.parametrize("retry_after", [0.0, -0.0, -3.0, -1e9, math.nan])
+@pytest.mark.parametrize("attempt", [1, 4, 30])
+def test_given_retry_after_that_is_no_positive_wait_when_backoff_then_the_exponential_backoff(attempt, retry_after):
+    """A Retry-After of zero, below zero or NaN is ignored: a server cannot make the connector retry at once."""
+    expected = backoff_seconds(attempt, None, 2.0, rand=lambda: 0.3)
+    assert backoff_seconds(attempt, retry_after, 2.0, rand=lambda: 0.3) == expected > 0
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8, 12, 30])
@@ -62,6 +73,42 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after_seconds(later, now) == 120.0
     assert retry_after_seconds("soon", now) is None and retry_after_seconds("nan", now) is None
     assert retry_after_seconds(None, now) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "-5", "-0.5", "nan", "-inf", "Sun, 31 Mar 2024 23:59:00 GMT", "Mon, 01 Apr 2024 00:00:00 GMT"]
+)
+def test_given_retry_after_that_is_no_positive_wait_when_read_then_none(value):
+    """Zero, negative, NaN, and a date not after now read as no Retry-After, so the caller backs off."""
+    assert retry_after_seconds(value, dt.datetime(2024, 4, 1, tzinfo=dt.UTC)) is None
+
+
+def forbidden_message(credentials: dict) -> str:
+    config = parse_config({"credentials": credentials, "start_date": DAY.isoformat()})
+    error = describe_rejection(config, 403, "no access")
+    assert isinstance(error, AirbyteTracedException) and error.failure_type == FailureType.config_error
+    return error.message or ""
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"username": "sa-user", "secret": SECRET, "project_id": 4242},
+        {"option_title": "Project Secret", "api_secret": SECRET, "project_id": 4242},
+    ],
+    ids=["service-account", "project-secret"],
+)
+def test_given_403_with_a_project_id_when_described_then_the_message_names_the_project(credentials):
+    """A 403 for a config that names its project says which project and to check credentials.project_id."""
+    message = forbidden_message(credentials)
+    assert "project 4242" in message and "credentials.project_id" in message and "no access" in message
+
+
+def test_given_403_with_a_project_secret_and_no_project_id_when_described_then_it_says_to_check_the_secret():
+    """A project secret without project_id: no "project None", but what to check, credentials.api_secret."""
+    message = forbidden_message({"option_title": "Project Secret", "api_secret": SECRET})
+    assert "None" not in message and "credentials.api_secret" in message and "no access" in message
+    assert "credentials.project_id" not in message and SECRET not in message
 
 
 def test_error_message_reads_json_and_plain_text_bodies():
@@ -97,7 +144,7 @@ class SpyBudget(RateBudget):
 
 
 def make_client(
-    fake: FakeMixpanel, clock: FakeClock | None = None, **overrides
+    fake: FakeMixpanel, clock: FakeClock | None = None, rand: Callable[[], float] = random.random, **overrides
 ) -> tuple[ExportClient, SpyBudget, FakeClock]:
     raw = {
         "credentials": {"username": "sa-user", "secret": SECRET, "project_id": 12345},
@@ -109,7 +156,7 @@ def make_client(
     }
     clock = clock or FakeClock()
     budget = SpyBudget(clock.clock())
-    client = ExportClient(parse_config(raw), budget, clock.clock(), clock.stop, logging.getLogger("test"))
+    client = ExportClient(parse_config(raw), budget, clock.clock(), clock.stop, logging.getLogger("test"), rand=rand)
     return client, budget, clock
 
 
@@ -150,6 +197,31 @@ def test_given_429_with_retry_after_when_fetch_then_the_whole_budget_is_held_tha
     client, budget, clock = make_client(fake, max_retry_seconds=60)
     client.fetch(WINDOW)
     assert budget.holds == [20.0] and clock.slept == [20.0] and len(fake.export_requests) == 2
+
+
+PAST = email.utils.formatdate(WALL_START - 60, usegmt=True)  # a minute before the FakeClock's wall start
+
+
+@pytest.mark.parametrize("retry_after", ["0", "-5", PAST], ids=["zero", "negative", "past-date"])
+def test_given_429s_with_retry_after_of_no_wait_when_fetch_then_exponential_backoff_is_slept(fake, retry_after):
+    """Two 429s whose Retry-After asks for no wait: each retry waits the backoff of its attempt, budget held too."""
+    fake.inject_when(lambda r: True, Fault("status", status=429, headers={"Retry-After": retry_after}), times=2)
+    client, budget, clock = make_client(fake, rand=lambda: 0.25, retry_initial_backoff_seconds=4, max_retry_seconds=60)
+    download = client.fetch(WINDOW)
+    expected = [backoff_seconds(attempt, None, 4.0, rand=lambda: 0.25) for attempt in (1, 2)]
+    assert expected == [2.5, 5.0]
+    assert clock.slept == expected and budget.holds == expected
+    assert download.attempts == 3 and len(fake.export_requests) == 3
+
+
+def test_given_429_with_retry_after_zero_forever_when_fetch_then_few_requests_within_the_retry_budget(fake):
+    """A server answering `429 Retry-After: 0` forever gets a handful of requests in 10 s, not a flood."""
+    fake.inject_when(lambda r: True, Fault("status", status=429, headers={"Retry-After": "0"}), times=1000)
+    client, _, clock = make_client(fake, rand=lambda: 0.0, retry_initial_backoff_seconds=2, max_retry_seconds=10)
+    with pytest.raises(AirbyteTracedException) as caught:
+        client.fetch(WINDOW)
+    assert clock.slept == [1.0, 2.0, 4.0] and len(fake.export_requests) == 4
+    assert "Retry-After" not in caught.value.message
 
 
 def test_given_5xx_forever_when_fetch_then_transient_error_naming_window_and_setting(fake):
