@@ -279,7 +279,8 @@ def read_and_kill(
         finally:
             proc.kill()
             proc.wait(timeout=60)
-    whole, _, _torn = rest.rpartition(b"\n")
+    whole, _, torn = rest.rpartition(b"\n")
+    assert sig == signal.SIGKILL or not torn, f"a line torn by {signal.Signals(sig).name}: {torn[:200]!r}"
     for line in whole.split(b"\n") if whole else []:
         out += line + b"\n"
         messages.append(json.loads(line))

@@ -38,9 +38,10 @@ CHUNK_BYTES = 1 << 16  # compressed bytes read at a time
 SPILL_IN_MEMORY_BYTES = 1 << 20
 PROGRESS_SECONDS = 120.0  # a download in progress is logged this often: the platform never sees silence
 OVERSIZE_FACTOR = 2  # a body past this many times the window target is abandoned and its window split
-# A Date header further than this from our clock is not Mixpanel's clock (a proxy's, a broken one): NTP
-# keeps real clocks within a second; five minutes leaves room for a slow network, not for a wrong clock.
+# A Date header further than this from our clock is worth a warning: NTP keeps real clocks within a
+# second; five minutes leaves room for a slow network, not for a wrong clock.
 DATE_TRUST_MS = 5 * 60_000
+DATE_FLOOR_MS = 86_400_000  # a Date further behind than a day is not used (1970, a broken server)
 UNVERIFIABLE_ATTEMPTS = 3  # bodies whose end nothing proves, in a row, before the sync fails saying why
 
 
@@ -103,7 +104,7 @@ class ExportClient:
         """The window's complete body, after as many attempts as the retry budget allows."""
         started = self._clock.monotonic()
         deadline = started + self._config.max_retry_seconds
-        attempt = 0
+        attempt = repeats = 0  # repeats: failures in a row of a kind that repeats (Retriable.attempts)
         malformed_retried = False
         while True:
             attempt += 1
@@ -112,8 +113,9 @@ class ExportClient:
                     raise Cancelled()
                 download = self._attempt(window, attempt, started)
             except Retriable as failure:
-                if failure.attempts is not None and attempt >= failure.attempts:
-                    raise self._repeated(window, attempt, failure) from None
+                repeats = repeats + 1 if failure.attempts is not None else 0
+                if failure.attempts is not None and repeats >= failure.attempts:
+                    raise self._repeated(window, repeats, failure) from None
                 self._wait_before_retry(window, attempt, failure, started, deadline)
                 continue
             if download.malformed_lines and not malformed_retried:
@@ -168,8 +170,9 @@ class ExportClient:
         )
 
     def _repeated(self, window: Window, attempt: int, failure: Retriable) -> Exception:
+        """The error for a failure that came back `attempt` times in a row."""
         return system_error(
-            f"Window {window.label()}: {failure} ({attempt} attempts gave the same). Everything before this "
+            f"Window {window.label()}: {failure} ({attempt} attempts in a row). Everything before this "
             f"window was delivered and checkpointed. Let the connector reach {self._config.base_url} directly, "
             "or have what stands between them keep the answer's Content-Length, chunked framing or gzip."
         )
@@ -237,16 +240,20 @@ class ExportClient:
         )
 
     def _warn_skew(self, stamp: Stamp) -> None:
-        """Say once a sync that the server's clock is not trusted, and by how much it is off."""
+        """Say once a sync that the server's clock is far from ours, by how much, and what was done."""
         if stamp.skew_ms is None or self._skew_warned:
             return
         self._skew_warned = True
         side = "ahead of" if stamp.skew_ms > 0 else "behind"
+        done = (
+            "it is not used for the watermark, this machine's clock is"
+            if not stamp.trusted
+            else "the watermark follows it (re-reading a little more, never less)"
+        )
         self._logger.warning(
             f"The Date header of {self._config.base_url} is {abs(stamp.skew_ms) / 1000:.0f} s {side} this "
-            f"machine's clock (more than {DATE_TRUST_MS // 1000} s): it is not used for the watermark, this "
-            "machine's clock is. Check that this machine's clock is set (NTP) and what stands between it "
-            "and Mixpanel."
+            f"machine's clock (more than {DATE_TRUST_MS // 1000} s): {done}. Check that this machine's clock "
+            "is set (NTP) and what stands between it and Mixpanel."
         )
 
     def _progress(self, window: Window, chunks: Iterable[bytes], watched: Deadline) -> Iterator[bytes]:
@@ -303,11 +310,12 @@ def watermark(config: Config, stamp: Stamp) -> int:
 
 @dataclass(frozen=True)
 class Stamp:
-    """When Mixpanel had surely received a request; `skew_ms` when its Date header was too far from our
-    clock to be used (then our clock at sending is taken)."""
+    """When Mixpanel had surely received a request, and how far its Date header was from our clock
+    when that is worth a warning (`skew_ms`; `trusted`: whether the Date was used)."""
 
     received_ms: int
     skew_ms: int | None = None
+    trusted: bool = True
 
 
 def request_received(header: str | None, headers_seconds: float, sent_wall_ms: int) -> Stamp:
@@ -315,18 +323,21 @@ def request_received(header: str | None, headers_seconds: float, sent_wall_ms: i
 
     Mixpanel stamps `mp_processing_time_ms` with its own clock, which its Date header shows (at
     one-second resolution; less the whole round trip to the headers, it is a lower bound on the
-    arrival). A Date ahead of ours would put the watermark after events not yet processed, and they
-    would be skipped: our clock when sending bounds it. A Date further than DATE_TRUST_MS from our
-    clock (a proxy's clock, a broken server, 1970) says nothing about Mixpanel's and is not used.
+    arrival). So a Date behind our clock is used: if our clock is fast, Mixpanel's is the one that
+    counts, and if the Date is wrong, an earlier watermark only re-reads more. A Date ahead of our
+    clock would put the watermark after events not yet processed: our clock when sending bounds it.
+    A Date further behind than DATE_FLOOR_MS (1970, a broken server) is not used at all: a watermark
+    that old would make every later sync read everything again.
     """
     date = http_date(header) if header else None
     if date is None:
         return Stamp(sent_wall_ms)
     server_ms = int(date.timestamp()) * 1000 - math.ceil(headers_seconds * 1000)
     skew = server_ms - sent_wall_ms
-    if abs(skew) > DATE_TRUST_MS:
-        return Stamp(sent_wall_ms, skew)
-    return Stamp(min(server_ms, sent_wall_ms))
+    noted = skew if abs(skew) > DATE_TRUST_MS else None
+    if skew < -DATE_FLOOR_MS:
+        return Stamp(sent_wall_ms, skew, trusted=False)
+    return Stamp(min(server_ms, sent_wall_ms), noted, trusted=skew <= 0 or noted is None)
 
 
 def _retry_after(response: requests.Response, clock: Clock) -> float | None:

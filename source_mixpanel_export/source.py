@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -106,19 +107,20 @@ class SourceMixpanelExport(AbstractSource):
         mode = configured.sync_mode
         raw_state = stream_state_of(state) if mode == SyncMode.incremental else None
         export_state = parse_state(raw_state, timezone=config.request_timezone)
-        yield stream_status_message(configured.stream, AirbyteStreamStatus.STARTED)
+        stream = dataclasses.replace(configured.stream, namespace=None)  # records and states carry none either
+        yield stream_status_message(stream, AirbyteStreamStatus.STARTED)
         running = False
         reader = ExportReader(config, logger, stop=stop)
         try:
             for item in reader.read(mode, export_state):
                 if not running and type(item) is not AirbyteMessage:
                     running = True
-                    yield stream_status_message(configured.stream, AirbyteStreamStatus.RUNNING)
+                    yield stream_status_message(stream, AirbyteStreamStatus.RUNNING)
                 yield item
         except BaseException:
-            yield stream_status_message(configured.stream, AirbyteStreamStatus.INCOMPLETE)
+            yield stream_status_message(stream, AirbyteStreamStatus.INCOMPLETE)
             raise
-        yield stream_status_message(configured.stream, AirbyteStreamStatus.COMPLETE)
+        yield stream_status_message(stream, AirbyteStreamStatus.COMPLETE)
 
     def parse(self, config: Mapping[str, Any]) -> Config:
         """The config, checked once per command; every derived form of its secrets is masked from then on."""

@@ -17,8 +17,8 @@ that Mixpanel processed at or before it has been emitted, however late). The his
 days before the recent stretch count as checked at its watermark.
 
 A state is input the connector cannot trust. A state from a clock in the future would make every
-later sync skip new events without an error: a watermark ahead of now, or a day after today, is
-brought back to now (re-reading is harmless, skipping is not), and one too far ahead to come from a
+later sync skip new events without an error: a day after today is read as today, and a watermark
+ahead of now as an hour before now (re-reading is harmless, skipping is not), and one too far ahead to come from a
 clock a little off (DATE_SKEW, WATERMARK_SKEW_MS) is refused with a config error that says to reset the
 stream (see `parse_state`). A state describes one project's days in one zone: `binding` names the
 region, project and day zone it was read for, and a config that names another is refused (`bind`).
@@ -471,8 +471,9 @@ def stream_state_of(state_messages: Sequence[AirbyteStateMessage] | None) -> Any
 class _Present:
     """Now and today (in the state's day zone), and what reading a state brought back to them.
 
-    A date or watermark ahead of now is brought back to now, with a note to log: re-reading from now
-    is harmless, skipping is not. One further ahead than a clock a little off explains (DATE_SKEW,
+    A date ahead of today is brought back to today, and a watermark ahead of now to an hour before
+    now (the clock that wrote it was up to that much ahead), with a note to log: re-reading is
+    harmless, skipping is not. One further ahead than a clock a little off explains (DATE_SKEW,
     WATERMARK_SKEW_MS) is refused: the state is not one this connector wrote for this project.
     """
 
@@ -519,11 +520,14 @@ class _Present:
                 f"'{key}' {_shown(value)} lies in the future (now is {_readable(self.now_ms)}): the next syncs "
                 "would skip every event processed until then. It was written by a clock set ahead"
             )
-        if value > self.now_ms:
+        if value > self.now_ms:  # the clock that wrote it was ahead, by up to the allowance
+            earlier = self.now_ms - WATERMARK_SKEW_MS
             self.notes.append(
-                f"The state's {key} {_readable(value)} lies after now ({_readable(self.now_ms)}); read as now."
+                f"The state's {key} {_readable(value)} lies after now ({_readable(self.now_ms)}): it was written "
+                f"by a clock set ahead. Read as {_readable(earlier)}, an hour before now, so that nothing "
+                "processed since that clock's true time is skipped."
             )
-            return self.now_ms
+            return earlier
         return value
 
 

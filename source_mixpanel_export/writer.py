@@ -54,7 +54,7 @@ class MessageWriter:
             if message.type == Type.STATE and message.state is not None:
                 message.state.sourceStats = AirbyteStateStats(recordCount=float(self._records_since_state))
                 self._records_since_state = 0
-            self._out.write(AirbyteEntrypoint.airbyte_message_to_string(message).encode() + b"\n")
+            self._write(AirbyteEntrypoint.airbyte_message_to_string(message).encode() + b"\n")
             self._out.flush()
 
     def flush(self) -> None:
@@ -67,8 +67,17 @@ class MessageWriter:
             PRINT_BUFFER.flush()
             bodies = self._bodies
             if bodies:
-                self._out.write(record_lines(bodies, now_ms()))
+                self._write(record_lines(bodies, now_ms()))
                 self._records_since_state += len(bodies)
                 bodies.clear()
                 self._pending = 0
             self._out.flush()
+
+    def _write(self, data: bytes) -> None:
+        """All of `data`. A signal handled while a write to a full pipe blocks (run.py handles SIGTERM)
+        makes BufferedWriter.write return short, and the rest would be lost: a torn line, and a STATE
+        after it that covers records never written."""
+        view = memoryview(data)
+        while view:
+            written = self._out.write(view)
+            view = view[written if written is not None else len(view) :]

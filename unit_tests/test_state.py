@@ -248,13 +248,13 @@ def test_given_state_from_the_future_or_out_of_range_when_parsed_then_config_err
     assert problem in error_of(raw)
 
 
-def test_given_state_within_the_clock_skew_allowance_when_parsed_then_brought_back_to_now_with_a_note():
-    """Tomorrow's date and a watermark up to an hour ahead are read as today and now (re-reading is
-    harmless, skipping is not), each with a note the sync logs."""
-    raw = {"version": 2, "synced_through": "2026-11-30", "watermark_ms": NOW_MS + 3_600_000}
+def test_given_state_within_the_clock_skew_allowance_when_parsed_then_brought_back_with_a_note():
+    """Tomorrow's date is read as today, a watermark up to an hour ahead as an hour before now (the clock
+    that wrote it was up to that much ahead: re-reading is harmless, skipping is not), each with a note."""
+    raw = {"version": 2, "synced_through": "2026-11-30", "watermark_ms": NOW_MS + 60_000}
     state = parse_state(raw, now=NOW)
-    assert (state.synced_through, state.watermark_ms) == (D(2026, 11, 29), NOW_MS)
-    assert len(state.notes) == 2 and "read as now" in state.notes[1]
+    assert (state.synced_through, state.watermark_ms) == (D(2026, 11, 29), NOW_MS - 3_600_000)
+    assert len(state.notes) == 2 and "an hour before now" in state.notes[1]
     official = parse_state({"time": "2026-11-30T23:00:00Z"}, now=NOW)
     assert official.synced_through == D(2026, 11, 29) and "read as 2026-11-29" in official.notes[0]
     assert parse_state({"version": 2, "synced_through": "2026-11-29", "watermark_ms": NOW_MS}, now=NOW).notes == ()
