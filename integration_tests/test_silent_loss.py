@@ -357,3 +357,25 @@ def test_given_a_catalog_with_a_namespace_when_synced_twice_then_the_second_sync
     assert all("namespace" not in m["state"]["stream"]["stream_descriptor"] for m in first.of("STATE"))
     start = world.config()["start_date"]
     assert all(r.params["from_date"] > start for r in world.fake.export_requests[sent:])
+
+
+# -- a server that ignores the time filter -------------------------------------------------------------------
+
+
+def test_given_a_server_that_ignores_the_time_filter_when_a_day_is_split_then_the_sync_fails_saying_so(
+    tmp_path, hostile
+):
+    """Every piece answered with the whole day's 5,000 events: once two pieces of one window begin as the
+    window did, the sync fails naming the cause, after a handful of requests instead of one per hour of the
+    day, each emitting the whole day (45 requests and exit 0 before)."""
+    requests: list[str] = []
+    whole = chunked_plain(events_of(TODAY - dt.timedelta(days=1), 5000))
+
+    def respond(handler: Any) -> None:
+        requests.append(handler.path)
+        whole(handler)
+
+    run = run_cli(tmp_path, "read", hostile_config(hostile(respond), window_target_events=1000))
+    message = failed(run)
+    assert "ignores the time filter" in message and "api_base_url" in message
+    assert len(requests) <= 12 and len(run.records) <= 5000

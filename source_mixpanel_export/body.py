@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ from isal import isal_zlib
 from .lines import MAX_LINE_BYTES, is_trailer
 
 TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
+HEAD_BYTES = 1 << 16  # how much of a body's start is hashed, to compare answers (windows.SameAnswers)
 READ_BYTES = 1 << 16  # compressed bytes read back at a time when emitting: ~0.5-1 MB of JSON
 PIECE_BYTES = 1 << 20  # the most JSON one piece of compressed body decompresses to (a gzip bomb stays small)
 _BLANK = frozenset(b" \t\r")
@@ -55,7 +57,12 @@ _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class Oversized(Exception):
-    """The body grew past what one window may hold (see `Limit`): the window is to be split."""
+    """The body grew past what one window may hold (see `Limit`): the window is to be split. `head`:
+    BodyCheck.head of what came."""
+
+    def __init__(self, reason: str, head: bytes) -> None:
+        super().__init__(reason)
+        self.head = head
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None, fram
         for data in decoder.pieces(raw) if decoder else (raw,):
             check.take(data)
         if limit is not None and (check.events > limit.lines or check.size > limit.size):
-            raise Oversized(f"more than {limit.lines} events or {limit.size >> 20} MB")
+            raise Oversized(f"more than {limit.lines} events or {limit.size >> 20} MB", check.head())
     spill.finish()
     if decoder is not None and not decoder.complete():
         raise Incomplete("the gzip stream ended early (response cut off)")
@@ -183,11 +190,22 @@ class BodyCheck:
         self._tail = b""  # the last TAIL_BYTES bytes seen
         self._line_bytes = 0  # of the line not yet ended
         self._long = False  # the line not yet ended is already counted as too long
+        self._head = hashlib.blake2b(digest_size=16)  # of the first HEAD_BYTES
+        self._head_left = HEAD_BYTES
+
+    def head(self) -> bytes:
+        """A digest of the body's first HEAD_BYTES (all of a shorter one): what windows.SameAnswers
+        compares to tell a server that ignores the time filter."""
+        return self._head.digest()
 
     def take(self, data: bytes) -> None:
         """Account for the next piece of the body."""
         if not data:
             return
+        if self._head_left:
+            start = data[: self._head_left]
+            self._head.update(start)
+            self._head_left -= len(start)
         newlines = data.count(b"\n")
         self._measure(data, newlines)
         if newlines:

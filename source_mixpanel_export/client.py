@@ -60,6 +60,7 @@ class Download:
     server_time_ms: int  # Mixpanel had received the request by this time: a safe watermark
     attempts: int
     seconds: float
+    head: bytes = b""  # body.BodyCheck.head: a digest of the body's start
     malformed_lines: int = 0  # lines that are not one JSON object even after a retry
     first_malformed_line: int | None = None  # 1-based line number of the first of them
 
@@ -235,6 +236,7 @@ class ExportClient:
             server_time_ms=watermark(self._config, stamp),
             attempts=attempt,
             seconds=self._clock.monotonic() - started,
+            head=check.head(),
             malformed_lines=check.malformed,
             first_malformed_line=check.first_malformed,
         )
@@ -295,7 +297,7 @@ def _attempt_failure(exc: BaseException) -> BaseException:
     if isinstance(exc, Incomplete):
         return Retriable(str(exc))
     if isinstance(exc, Oversized):
-        return TooLarge(f"the body grew past {exc}")
+        return TooLarge(f"the body grew past {exc}", exc.head)
     if isinstance(
         exc, urllib3.exceptions.HTTPError | requests.RequestException | http.client.HTTPException | OSError | GzipError
     ):

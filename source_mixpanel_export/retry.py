@@ -37,7 +37,12 @@ class Retriable(Exception):
 
 class TooLarge(Exception):
     """The window is too big to read whole: Mixpanel timed out (400 `Timeout Error.`), or the body
-    grew past what one window may hold on disk. Either way the window is split and asked again."""
+    grew past what one window may hold on disk. Either way the window is split and asked again.
+    `head` is the digest of the start of the abandoned body (body.BodyCheck.head), when there was one."""
+
+    def __init__(self, reason: str, head: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.head = head
 
 
 class DateAfterToday(Exception):

@@ -39,7 +39,7 @@ from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tall
 from .retry import DateAfterToday, TooLarge
 from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, bind, sync_plan
 from .sweep import block_days, syncs_per_pass
-from .windows import ONE_DAY, Listed, Planner, Segment, Window, split_window
+from .windows import ONE_DAY, Listed, Planner, SameAnswers, Segment, Window, split_window
 
 Item = Batch | AirbyteMessage  # a batch of records, or a message ready to write
 
@@ -80,6 +80,7 @@ class ExportReader:
         self._client = client or ExportClient(config, self._budget, self._clock, self._stop, logger)
         self._today = config.today(now)
         self._end = self._today
+        self._pieces = SameAnswers()
 
     def read(self, mode: SyncMode, state: ExportState) -> Iterator[Item]:
         """Records, then a STATE after every complete window (incremental) or every window (full refresh)."""
@@ -186,6 +187,7 @@ class ExportReader:
         then: no STATE covers the window, so the next sync reads it again.
         """
         window = download.window
+        self._same_answer(window, download.head)
         if download.malformed_lines and not self._config.skip_bad_lines:
             self._bad_lines(window, download.malformed_lines, download.first_malformed_line or 0)
         tally = Tally()
@@ -208,9 +210,22 @@ class ExportReader:
             "sync reads this window again. To skip such lines instead, turn on skip_bad_lines.",
         )
 
+    def _same_answer(self, window: Window, head: bytes | None) -> None:
+        """Fail when this piece's answer proves the server ignores the time filter (windows.SameAnswers)."""
+        whole = self._pieces.ignored_by(window, head)
+        if whole is not None:
+            raise system_error(
+                f"{self._config.base_url} answered two pieces of window {whole.label()}, the last "
+                f"{window.label()}, with the start of the whole window's own answer: it ignores the time "
+                "filter (where) that splitting a large window relies on, so every piece would hold the whole. "
+                "Mixpanel's export API honours it: check api_base_url and what stands between this machine "
+                "and Mixpanel."
+            )
+
     def _replace(self, window: Window, exc: Exception) -> list[Window]:
         """What to fetch instead of a window Mixpanel could not or would not answer as asked."""
         if isinstance(exc, TooLarge):
+            self._same_answer(window, exc.head)
             parts = split_window(window, self._config.request_timezone)
             if parts is None:
                 raise system_error(
@@ -221,6 +236,7 @@ class ExportReader:
                 f"Window {window.label()} is too large ({exc}); splitting it into "
                 + ", ".join(p.label() for p in parts) + "."
             )
+            self._pieces.split(window, exc.head, parts)
             return parts
         last = min(window.last_day - ONE_DAY, self._end)
         self._logger.warning(

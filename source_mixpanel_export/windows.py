@@ -284,3 +284,34 @@ def _clock(epoch: int | None) -> str:
 def _instant(epoch_ms: int) -> str:
     moment = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SameAnswers:
+    """Tells a server that ignores the time filter splitting relies on (a proxy, a server that is not
+    Mixpanel's): it answers every piece of a split window with the window's own body, so splitting
+    would go on down to one-hour pieces, each downloading all of it, each emitting all of it.
+
+    Proof, not a guess: two pieces of one window cover disjoint times, so no two honest answers share
+    an event, and two answers that begin with the same bytes as their window's (its head, a digest of
+    its first 64 kB) prove the filter ignored. One such answer proves nothing: a first piece, in time
+    order, begins as its day does.
+    """
+
+    def __init__(self) -> None:
+        self._parent: dict[Window, tuple[Window, bytes]] = {}
+        self._alike: collections.Counter[Window] = collections.Counter()
+
+    def split(self, window: Window, head: bytes | None, parts: Iterable[Window]) -> None:
+        """`window`, whose answer began as `head` (None: no body, as for Mixpanel's `Timeout Error.`),
+        is asked for again as `parts`."""
+        if head is not None:
+            for part in parts:
+                self._parent[part] = (window, head)
+
+    def ignored_by(self, window: Window, head: bytes | None) -> Window | None:
+        """The window whose pieces this answer, with another, proves answered as a whole; else None."""
+        parent = self._parent.get(window)
+        if parent is None or head != parent[1]:
+            return None
+        self._alike[parent[0]] += 1
+        return parent[0] if self._alike[parent[0]] >= 2 else None

@@ -9,6 +9,7 @@ from source_mixpanel_export.windows import (
     BYTES_PER_TARGET_EVENT,
     PROBE_DAYS,
     Planner,
+    SameAnswers,
     Segment,
     Window,
     plan_segments,
@@ -246,3 +247,20 @@ def test_whatever_the_volume_the_windows_partition_the_days_and_pieces_partition
         planner.observe(window, events=int(rate * span_days(window, "UTC")), size=0)
     assert days == [start + dt.timedelta(days=i) for i in range(length + 1)]
     assert all(abs(total - 1) < 1e-9 for total in share.values())
+
+
+def test_given_pieces_answered_like_their_window_when_two_are_alike_then_the_window_is_named():
+    """One piece that begins as its window did is an honest first piece in time order; two prove the time
+    filter ignored; pieces of a window that had no body (Mixpanel's timeout) are never compared."""
+    day = Window(dt.date(2024, 1, 1), dt.date(2024, 1, 1))
+    parts = split_window(day, "UTC")
+    assert parts is not None
+    honest = SameAnswers()
+    honest.split(day, b"H", parts)
+    assert [honest.ignored_by(p, h) for p, h in zip(parts, [b"H", b"2", b"3", b""], strict=True)] == [None] * 4
+    ignored = SameAnswers()
+    ignored.split(day, b"H", parts)
+    assert ignored.ignored_by(parts[0], b"H") is None and ignored.ignored_by(parts[2], b"H") == day
+    timeout = SameAnswers()
+    timeout.split(day, None, parts)
+    assert timeout.ignored_by(parts[0], b"") is None and timeout.ignored_by(parts[1], b"") is None
