@@ -14,6 +14,7 @@ from airbyte_cdk.models import (
     AirbyteMessage,
     AirbyteRecordMessage,
     AirbyteStateMessage,
+    AirbyteStateMessageSerializer,
     AirbyteStreamStatus,
     ConfiguredAirbyteCatalog,
     ConnectorSpecification,
@@ -32,7 +33,7 @@ from .check import run_check
 from .config import Config, parse_config
 from .records import STREAM_NAME, Batch
 from .spec import CONNECTION_SPECIFICATION, connector_specification
-from .state import parse_state, stream_state_of
+from .state import parse_state, state_file_entries, stream_state_of
 from .stream import ExportReader, ExportStream, Item
 
 
@@ -47,6 +48,18 @@ class SourceMixpanelExport(AbstractSource):
         """The config as given, written nowhere: the CDK's default writes it, secret and all, to
         `temp_dir/config.json` (mode 0644), which a killed process leaves on the disk."""
         return config
+
+    @classmethod
+    def read_state(cls, state_path: str) -> list[AirbyteStateMessage]:
+        """The `--state` file: the CDK's list of state entries, or the last STATE message of a sync's output
+        as printed, a list of STATE messages, or its `state` object (state.state_file_entries)."""
+        messages = []
+        for entry in state_file_entries(cls._read_json_file(state_path) if state_path else None):
+            message = AirbyteStateMessageSerializer.load(entry)
+            if not message.stream and not message.data and not message.global_:
+                raise ValueError("AirbyteStateMessage should contain either a stream, global, or state field")
+            messages.append(message)
+        return messages
 
     def spec(self, logger: logging.Logger) -> ConnectorSpecification:
         """The connection specification (see spec.py)."""

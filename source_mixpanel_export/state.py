@@ -439,6 +439,38 @@ def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.d
     return first, tuple(ranges)
 
 
+def state_file_entries(content: Any) -> list[Any]:
+    """The per-stream state entries of a `--state` file, in each form a person may have saved.
+
+    The CDK reads only a list of state entries (`[{"type": "STREAM", "stream": {...}}]`). A person
+    who keeps the last STATE line of a sync's output has a whole message
+    (`{"type": "STATE", "state": {...}}`), a list of such messages, or just its `state` object; each
+    is accepted here. In a list of STATE messages a later one for a stream replaces an earlier one,
+    as in the output they came from. Other shapes are passed on as they are, for the CDK's parser
+    to refuse.
+    """
+    if not content:
+        return []
+    items = content if isinstance(content, list) else [content]
+    entries: list[tuple[str | None, Any]] = []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "STATE" and isinstance(item.get("state"), dict):
+            inner = item["state"]
+            entries.append((_stream_name(inner), inner))
+        else:
+            entries.append((None, item))
+    last = {name: index for index, (name, _) in enumerate(entries) if name is not None}
+    return [entry for index, (name, entry) in enumerate(entries) if name is None or last[name] == index]
+
+
+def _stream_name(entry: dict[str, Any]) -> str | None:
+    """The stream a STREAM state entry is for (None when it names none)."""
+    stream = entry.get("stream")
+    descriptor = stream.get("stream_descriptor") if isinstance(stream, dict) else None
+    name = descriptor.get("name") if isinstance(descriptor, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def stream_state_of(state_messages: Sequence[AirbyteStateMessage] | None) -> Any:
     """The export stream's raw stream_state from the --state messages (None when there is none).
 

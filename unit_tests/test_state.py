@@ -10,7 +10,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from source_mixpanel_export.state import ExportState, parse_state, stream_state_of
+from source_mixpanel_export.state import ExportState, parse_state, state_file_entries, stream_state_of
 from source_mixpanel_export.windows import Planner, plan_segments
 
 D = dt.date
@@ -381,3 +381,29 @@ def test_given_any_history_of_syncs_when_a_last_sync_completes_then_no_event_wit
     _sync(state, events, now, attribution, 3, None, None, delivered)
     missing = [i for i, (_, late) in enumerate(happenings) if late <= attribution * MS_DAY and i not in delivered]
     assert missing == []
+
+
+def _entry(name, watermark):
+    return {"type": "STREAM", "stream": {"stream_descriptor": {"name": name}, "stream_state": {"w": watermark}}}
+
+
+def _message(name, watermark):
+    return {"type": "STATE", "state": {**_entry(name, watermark), "sourceStats": {"recordCount": 1.0}}}
+
+
+def test_given_state_file_forms_when_read_then_the_same_entries():
+    """A STATE message, a list of them (the last per stream wins), its state object, the CDK's list."""
+    cdk_list = [_entry("export", 2)]
+    assert state_file_entries(cdk_list) == cdk_list
+    assert state_file_entries(_entry("export", 2)) == cdk_list
+    assert state_file_entries(_message("export", 2)) == [_message("export", 2)["state"]]
+    several = [_message("export", 1), _message("other", 7), _message("export", 2)]
+    assert state_file_entries(several) == [_message("other", 7)["state"], _message("export", 2)["state"]]
+    for empty in (None, [], {}):
+        assert state_file_entries(empty) == []
+
+
+def test_given_cdk_list_with_two_entries_when_read_then_both_kept_for_refusal():
+    """Two plain entries for `export` are not collapsed: stream_state_of refuses them (no guessing)."""
+    entries = state_file_entries([_entry("export", 1), _entry("export", 2)])
+    assert len(entries) == 2
