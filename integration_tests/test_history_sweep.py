@@ -2,7 +2,7 @@
 
 A 63-day history is synced once; then events dated 10, 30 and 55 days back arrive (processed "now",
 as an /import backfill would). The recent days' re-read finds what lies within them; the sweep finds
-the rest within the number of syncs the README states, each event once, none lost from the normal
+the rest within the number of syncs the user guide states, each event once, none lost from the normal
 windows, also across a kill -9 in the middle of the sweep.
 """
 
@@ -53,7 +53,7 @@ class History:
         return defaults(self.fake, **overrides)
 
     def bound(self) -> int:
-        """The README's bound: ceil(blocks of history / sweep requests per sync), from sync 1's state."""
+        """The user guide's bound: ceil(blocks of history / sweep requests per sync), from sync 1's state."""
         history = (reread_from(self.first.states[-1]) - FIRST).days
         bound = syncs_per_pass(history, BLOCK, 2)
         assert bound is not None and 1 <= bound <= 3
@@ -138,7 +138,7 @@ def test_given_sweep_on_and_off_when_synced_then_requests_differ_by_the_sweeps(t
     assert len(sweeps) == 2
     assert all(f'number(properties["mp_processing_time_ms"]) > {watermark}' in r.params["where"] for r in sweeps)
     assert "History sweep: 2 window(s)" in on.logs()
-    assert f"history takes {history.bound()} syncs like this one" in on.logs()  # the README's bound, logged
+    assert f"history takes {history.bound()} syncs like this one" in on.logs()  # the user guide's bound, logged
     assert len(on.records) >= len(off.records)
 
 

@@ -29,7 +29,7 @@ from integration_tests.harness import (
     write_json,
 )
 
-PEAK_RSS_BOUND_MB = 150  # the connector alone is ~90 MB (see the README's Performance section)
+PEAK_RSS_BOUND_MB = 150  # the connector alone is ~90 MB (see docs/performance.md)
 EVENT = b'{"event": "E", "properties": {"time": 1700000000000, "$insert_id": "i%d", "mp_processing_time_ms": 1}}\n'
 
 

@@ -123,7 +123,7 @@ def test_given_heavy_days_when_killed_and_resumed_then_the_resume_sizes_its_firs
 
 def test_given_a_state_claiming_a_huge_volume_when_read_then_it_costs_four_requests_at_most(tmp_path, heavy_fake):
     """events_per_day 10^10 (stale or forged) on the light days after a sync: the first new day comes in the
-    4 pieces the README bounds it to, the days after it in windows sized by what those returned (a few more
+    4 pieces the user guide bounds it to, the days after it in windows sized by what those returned (a few more
     requests than without the forged value, as the README says)."""
     config = volume_config(heavy_fake)
     last = TODAY - dt.timedelta(days=1)

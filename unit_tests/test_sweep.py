@@ -76,7 +76,7 @@ def test_given_history_when_sweep_windows_are_planned_then_stalest_first_newest_
 
 
 def test_given_five_years_when_a_pass_is_counted_then_the_bound_the_readme_states():
-    """The README's bound: 5 years of history at the defaults is checked whole within 39 syncs."""
+    """The user guide's bound: 5 years of history at the defaults is checked whole within 39 syncs."""
     assert syncs_per_pass(1826, 24, 2) == 39 and syncs_per_pass(365, 24, 2) == 9
     assert syncs_per_pass(1826, 24, 0) is None and syncs_per_pass(0, 24, 2) == 0
     assert history_days(D(2021, 1, 1), [(D(2021, 1, 31), 5)], D(2021, 1, 11)) == 21
@@ -181,7 +181,7 @@ def test_given_years_of_daily_syncs_when_events_arrive_at_any_lateness_then_each
 
 
 def test_given_a_daily_sync_at_the_defaults_when_planned_then_two_fresh_requests_and_two_sweeps():
-    """The README's request count: yesterday's sync left the state; today's reads the recent days' late
+    """The user guide's request count: yesterday's sync left the state; today's reads the recent days' late
     arrivals in one window and the new day in another, then sweeps two blocks (0 with the sweep off)."""
     cfg = config()
     yesterday = ms(D(2026, 5, 31)) + 6 * 3_600_000
