@@ -1,12 +1,14 @@
-"""PyAirbyte runs the installed connector and loads the fake's events into a local DuckDB, typed.
+"""The README's PyAirbyte recipe, run as written: it loads the fake's events into a local DuckDB, typed.
 
 PyAirbyte (`airbyte` on PyPI) installs beside airbyte-cdk 7.39 and this package, so it runs in the
-test environment itself; the connector is the venv's own `source-mixpanel-export` script.
+test environment itself; the connector is the venv's own `source-mixpanel-export` script. The code is
+the README's ```python block itself, with only the fake's address put in, so the two cannot drift.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -19,34 +21,47 @@ from types import SimpleNamespace
 import pytest
 
 from integration_tests.conftest import FIRST_DAY, LAST_DAY
-from integration_tests.harness import PROJECT_ID, ROOT, SA_SECRET, SA_USER, config_for, truth
+from integration_tests.harness import ROOT, truth
 
 SCRIPT = Path(sys.executable).parent / "source-mixpanel-export"
+RECIPE_URL = "http://127.0.0.1:8765"  # the fake's default address, which the README's recipe names
+
+
+def readme_recipe() -> str:
+    """The README's one ```python block (the PyAirbyte recipe)."""
+    blocks = re.findall(r"^```python\n(.*?)^```$", (ROOT / "README.md").read_text(), re.S | re.M)
+    (recipe,) = [block for block in blocks if "import airbyte as ab" in block]
+    assert recipe.count(RECIPE_URL) == 1
+    return recipe
 
 
 @pytest.fixture
 def pyairbyte(tmp_path, monkeypatch):
-    """PyAirbyte, offline (no registry look-ups, no usage reports), with its files under tmp_path."""
-    monkeypatch.setenv("AIRBYTE_OFFLINE_MODE", "1")
+    """PyAirbyte with its files under tmp_path (the recipe itself turns on offline mode)."""
+    monkeypatch.delenv("AIRBYTE_OFFLINE_MODE", raising=False)
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     monkeypatch.setenv("AIRBYTE_CACHE_ROOT", str(tmp_path / "pyairbyte"))
     monkeypatch.setenv("AIRBYTE_LOGGING_ROOT", str(tmp_path / "pyairbyte-logs"))
     if not SCRIPT.exists():
         pytest.fail(f"{SCRIPT} is missing: install this package into the test environment (pip install -e .)")
-    return pytest.importorskip("airbyte", reason="PyAirbyte is missing: install the package with its `tests` extra")
+    monkeypatch.chdir(tmp_path)  # the recipe's cache goes to ./.cache
+    if importlib.util.find_spec("airbyte") is None:
+        pytest.skip("PyAirbyte is missing: install the package with its `tests` extra")
+    # Not imported here: PyAirbyte reads AIRBYTE_OFFLINE_MODE once, when imported, and the recipe sets it first.
+    assert "airbyte" not in sys.modules, "PyAirbyte was imported before the recipe could set its offline mode"
 
 
 @pytest.fixture
 def fake(events) -> Iterator[SimpleNamespace]:
-    """The fake Mixpanel with the session's events, in a process of its own (`python -m fake_mixpanel`).
+    """The fake Mixpanel with the session's events, in a process of its own (`python -m fake_mixpanel`),
+    with its default credentials (those the README's recipe uses) on a free port.
 
     PyAirbyte's executor, DuckDB's threads and an in-process fake share this process: in a whole test
     run a `check` once waited 15 minutes for an in-process fake that never answered. Out of process,
     nothing here can hold it up."""
     args = [
         sys.executable, "-m", "fake_mixpanel", "--port", "0", "--events", "1500", "--days", "10", "--seed", "7",
-        "--end-date", LAST_DAY.isoformat(), "--username", SA_USER, "--secret", SA_SECRET,
-        "--project-id", str(PROJECT_ID),
+        "--end-date", LAST_DAY.isoformat(),
     ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -62,20 +77,15 @@ def fake(events) -> Iterator[SimpleNamespace]:
 
 
 @pytest.mark.slow
-def test_given_fake_project_when_pyairbyte_reads_export_into_duckdb_then_every_event_arrives_typed(
-    tmp_path, fake, pyairbyte
-):
-    """get_source + select_streams + read into a new local DuckDB cache: all rows, real types."""
-    config = config_for(fake, start_date=FIRST_DAY.isoformat(), end_date=LAST_DAY.isoformat())
-    source = pyairbyte.get_source("source-mixpanel-export", config=config, local_executable=str(SCRIPT))
-    source.check()
-    source.select_streams(["export"])
-    cache = pyairbyte.new_local_cache(cache_name="mixpanel_export", cache_dir=tmp_path / "duckdb")
-
-    result = source.read(cache=cache)
+def test_given_fake_project_when_readme_pyairbyte_recipe_runs_then_every_event_arrives_typed(fake, pyairbyte):
+    """The README's recipe (get_source, check, select_streams, read into a local DuckDB cache): all rows,
+    real types."""
+    namespace: dict = {}
+    exec(compile(readme_recipe().replace(RECIPE_URL, fake.base_url), "README.md (PyAirbyte)", "exec"), namespace)
+    result, cache, events = namespace["result"], namespace["cache"], namespace["events"]
 
     expected = sum(truth(fake, FIRST_DAY, LAST_DAY).values())
-    assert result.processed_records == expected
+    assert result.processed_records == expected and len(events) == expected
     (count,) = cache.run_sql_query("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM export")
     assert count == {"n": expected, "ids": expected}
     columns = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'export'"

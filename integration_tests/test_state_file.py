@@ -1,12 +1,15 @@
 """The `--state` file in every form a person saves from a sync's output, through the real CLI.
 
 Each form must make the second sync re-read only the recent days (for events processed since the
-first sync), exactly as the CDK's own list of state entries does.
+first sync), exactly as the CDK's own list of state entries does. The README's shell recipe for
+saving the state is taken from the README itself and run with bash.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import pytest
 
 from fake_mixpanel import FakeMixpanel
 from integration_tests.conftest import FIRST_DAY
-from integration_tests.harness import INCREMENTAL, Run, config_for, reread_from, run_cli, state_input
+from integration_tests.harness import INCREMENTAL, ROOT, Run, config_for, reread_from, run_cli, state_input
 
 
 def state_lines(run: Run) -> list[str]:
@@ -65,6 +68,28 @@ def test_given_state_saved_in_any_form_when_read_then_only_recent_days_are_rerea
 
     second = run_cli(tmp_path, "read", config, mode=INCREMENTAL, extra=["--state", str(state_file)])
 
+    assert_resumed(second, first, fake)
+
+
+def readme_state_recipe() -> str:
+    """The README's one command that writes state.json from read1.jsonl."""
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if "read1.jsonl" in line and "> state.json" in line]
+    return line.strip()
+
+
+def test_given_readme_state_recipe_when_run_with_bash_then_the_next_sync_resumes(tmp_path, fake):
+    """The README's shell line, run as written on a real sync's output, gives a state file `read` takes."""
+    config, first = first_sync(tmp_path, fake)
+    (tmp_path / "read1.jsonl").write_text(first.stdout)
+    recipe = readme_state_recipe()
+    assert re.search(r"\bstate\.json\b", recipe)
+
+    subprocess.run(["bash", "-euo", "pipefail", "-c", recipe], cwd=tmp_path, check=True, timeout=30)
+    second = run_cli(tmp_path, "read", config, mode=INCREMENTAL,
+                     extra=["--state", str(tmp_path / "state.json")])
+
+    assert json.loads((tmp_path / "state.json").read_text())["type"] == "STATE"
     assert_resumed(second, first, fake)
 
 
