@@ -61,7 +61,6 @@ def fake(events) -> Iterator[SimpleNamespace]:
         process.wait(timeout=30)
 
 
-@pytest.mark.slow
 def test_given_fake_project_when_pyairbyte_reads_export_into_duckdb_then_every_event_arrives_typed(
     tmp_path, fake, pyairbyte
 ):
