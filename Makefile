@@ -22,8 +22,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# -n 2: the integration tests spend most of their time in CLI subprocesses; --dist loadfile keeps each
+# module (and its module-scoped fixtures, test_standard's fixed port) on one worker.
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python -m bench

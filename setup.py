@@ -19,6 +19,7 @@ setup(
     extras_require={
         "tests": [
             "pytest>=8",
+            "pytest-xdist>=3",  # make test runs the suite on 2 workers
             "hypothesis>=6",
             "ruff>=0.6",
             "mypy>=1.10",

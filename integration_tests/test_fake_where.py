@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_mixpanel.where import UNDEFINED, WhereError, compile_where, evaluate
+from integration_tests.depth import examples
 
 PROPS: dict[str, Any] = {
     "mp_processing_time_ms": 1_700_000_000_500,
@@ -125,7 +126,7 @@ def test_given_malformed_expression_when_compiled_then_where_error(expression: s
     assert fragment in str(caught.value)
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=examples(150), deadline=None, database=None)
 @given(st.integers(), st.integers())
 def test_given_any_integers_when_compared_then_matches_python(value: int, bound: int) -> None:
     """Integer comparisons are exact at any size, including beyond 2**53."""
@@ -133,7 +134,7 @@ def test_given_any_integers_when_compared_then_matches_python(value: int, bound:
         assert evaluate(f'number(properties["v"]) {op} {bound}', {"v": value}) is expected
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=examples(150), deadline=None, database=None)
 @given(st.text(), st.text())
 def test_given_any_text_when_quoted_as_json_then_matches_itself(name: str, value: str) -> None:
     """Any property name and value survive quoting with JSON escapes."""
@@ -167,7 +168,7 @@ def _trees() -> st.SearchStrategy[list[str]]:
     return st.recursive(leaf, extend, max_leaves=8)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=examples(200), deadline=None, database=None)
 @given(_trees(), st.integers(0, 10), st.integers(0, 3))
 def test_given_random_boolean_expression_then_same_result_as_python(tokens: list[str], a: int, b: int) -> None:
     """Precedence and short-circuiting agree with Python's (not > and > or) on random expressions."""

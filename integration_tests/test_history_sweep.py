@@ -69,14 +69,36 @@ def defaults(fake: FakeMixpanel, **overrides: Any) -> dict[str, Any]:
     return config_for(fake, **overrides)
 
 
-@pytest.fixture
-def history(tmp_path) -> Iterator[History]:
-    """Sync 1 over 63 days; then three events dated 10, 30 and 55 days back are processed a minute later."""
+@dataclasses.dataclass(frozen=True)
+class FirstSync:
+    """Sync 1 over the 63 days, as it ended: the events and the fake's clock it ran at, and what it printed."""
+
+    events: list[FakeEvent]
+    now_ms: int
+    run: Run
+
+
+@pytest.fixture(scope="module")
+def first_sync(tmp_path_factory) -> FirstSync:
+    """Sync 1 over 63 days, run once for the module: the tests only read its output and state, and each
+    gets a fake of its own in the same place (history)."""
     events = list(generate_events(3000, FIRST, 63, seed=71))
-    fake = make_fake(events, now_ms=max(e.processing_ms or 0 for e in events) + 60_000)
+    now_ms = max(e.processing_ms or 0 for e in events) + 60_000
+    fake = make_fake(events, now_ms=now_ms)
     try:
-        first = read(tmp_path, defaults(fake), None)
+        first = read(tmp_path_factory.mktemp("first_sync"), defaults(fake), None)
         assert record_keys(first.records) == truth(fake, FIRST, TODAY)
+    finally:
+        fake.stop()
+    return FirstSync(events, now_ms, first)
+
+
+@pytest.fixture
+def history(first_sync: FirstSync) -> Iterator[History]:
+    """After sync 1 (first_sync), on a fresh fake holding the same events at the same clock: three events
+    dated 10, 30 and 55 days back are processed a minute later."""
+    fake = make_fake(list(first_sync.events), now_ms=first_sync.now_ms)
+    try:
         arrival = fake.now_ms + 60_000
         late = [
             FakeEvent("Imported", day_start_ms(TODAY - n * DAY) + 43_200_000,
@@ -86,8 +108,7 @@ def history(tmp_path) -> Iterator[History]:
         ]
         fake.add_events(late)
         fake.now_ms = arrival + 60_000
-        fake.reset_requests()
-        yield History(fake, first, late)
+        yield History(fake, first_sync.run, late)
     finally:
         fake.stop()
 

@@ -1,6 +1,10 @@
-"""Hostile input through the real CLI: every bad setting named by check, discover and read alike, nothing
-sent for a config that cannot be valid, untrusted states and catalogs refused, and no form of a secret in
-any output even when the server echoes the Authorization header."""
+"""Hostile input: every bad setting named by check, discover and read alike, nothing sent for a config
+that cannot be valid, untrusted states and catalogs refused, and no form of a secret in any output even
+when the server echoes the Authorization header.
+
+The matrices run the console script's `run` in this process (harness.run_in_process: the same code, its
+output captured, without 2-3 s of imports per case); the cases in CLI_CASES run the real console script
+too, so every command's subprocess path is covered here as well."""
 
 from __future__ import annotations
 
@@ -27,11 +31,22 @@ from integration_tests.harness import (
     catalog,
     config_for,
     run_cli,
+    run_in_process,
     state_input,
 )
 
 YEAR_MS = 365 * 86_400_000
 NON_LATIN1 = "geheim-\u20ac-Wert"  # the euro sign is not in Latin-1: Basic auth cannot carry it
+
+
+# Cases also run through the real console script (a subprocess), one or two per command and kind of input.
+CLI_CASES = {"region-MARS", "url-ftp-password", "secret-not-latin1", "not-json", "synced-9999", "global",
+             "401-service-account-debug", "500-project-secret"}
+
+
+def runner(case: str):
+    """run_cli for the cases in CLI_CASES, run_in_process for the rest (both return a harness.Run)."""
+    return run_cli if case in CLI_CASES else run_in_process
 
 
 def status_of(run) -> dict:
@@ -101,10 +116,12 @@ def bad_config(fake, overrides: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-@pytest.mark.parametrize("overrides,field", [(o, f) for _, o, f in BAD_SETTINGS], ids=[i for i, _, _ in BAD_SETTINGS])
-def test_given_bad_setting_when_check_then_failed_naming_the_field_and_nothing_sent(tmp_path, fake, overrides, field):
+@pytest.mark.parametrize("case,overrides,field", BAD_SETTINGS, ids=[i for i, _, _ in BAD_SETTINGS])
+def test_given_bad_setting_when_check_then_failed_naming_the_field_and_nothing_sent(
+    tmp_path, fake, case, overrides, field
+):
     """check: FAILED (exit 0, as the CDK does for config errors) with parse_config's message, no request."""
-    run = run_cli(tmp_path, "check", bad_config(fake, overrides))
+    run = runner(case)(tmp_path, "check", bad_config(fake, overrides))
     status = status_of(run)
     assert run.returncode == 0 and status["status"] == "FAILED"
     assert field in status["message"] and "Traceback" not in run.stdout
@@ -112,12 +129,12 @@ def test_given_bad_setting_when_check_then_failed_naming_the_field_and_nothing_s
     assert "pw-3c9d" not in run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("overrides,field", [(o, f) for _, o, f in BAD_SETTINGS], ids=[i for i, _, _ in BAD_SETTINGS])
+@pytest.mark.parametrize("case,overrides,field", BAD_SETTINGS, ids=[i for i, _, _ in BAD_SETTINGS])
 def test_given_bad_setting_when_read_then_config_error_naming_the_field_and_nothing_sent(
-    tmp_path, fake, overrides, field
+    tmp_path, fake, case, overrides, field
 ):
     """read: a config error TRACE naming the field, exit 1, no request (the head start included)."""
-    run = run_cli(tmp_path, "read", bad_config(fake, overrides))
+    run = runner(case)(tmp_path, "read", bad_config(fake, overrides))
     assert run.returncode == 1 and run.errors
     assert run.errors[-1]["failure_type"] == "config_error" and field in run.errors[-1]["message"]
     assert run.records == [] and fake.export_requests == []
@@ -128,12 +145,13 @@ DISCOVER_SAMPLE = ["region-MARS", "project-id-text", "secret-missing", "option-t
                    "timeout-nan", "url-port-abc", "start-0001"]
 
 
-@pytest.mark.parametrize(
-    "overrides,field", [(o, f) for i, o, f in BAD_SETTINGS if i in DISCOVER_SAMPLE], ids=DISCOVER_SAMPLE
-)
-def test_given_bad_setting_when_discover_then_config_error_naming_the_field(tmp_path, fake, overrides, field):
+DISCOVER_SETTINGS = [setting for setting in BAD_SETTINGS if setting[0] in DISCOVER_SAMPLE]
+
+
+@pytest.mark.parametrize("case,overrides,field", DISCOVER_SETTINGS, ids=[i for i, _, _ in DISCOVER_SETTINGS])
+def test_given_bad_setting_when_discover_then_config_error_naming_the_field(tmp_path, fake, case, overrides, field):
     """discover validates like read: a config error TRACE naming the field, no CATALOG."""
-    run = run_cli(tmp_path, "discover", bad_config(fake, overrides))
+    run = runner(case)(tmp_path, "discover", bad_config(fake, overrides))
     assert run.returncode == 1 and run.of("CATALOG") == []
     assert run.errors[-1]["failure_type"] == "config_error" and field in run.errors[-1]["message"]
 
@@ -149,8 +167,8 @@ def test_given_bad_setting_when_discover_then_config_error_naming_the_field(tmp_
 def test_given_setting_only_the_schema_would_refuse_when_check_and_read_then_both_accept(tmp_path, fake, overrides):
     """What read accepts, check accepts too (the CDK's schema check used to fail these)."""
     config = {**config_for(fake, start_date=FIRST_DAY.isoformat()), **overrides}
-    assert status_of(run_cli(tmp_path, "check", config))["status"] == "SUCCEEDED"
-    run = run_cli(tmp_path, "read", config)
+    assert status_of(run_in_process(tmp_path, "check", config))["status"] == "SUCCEEDED"
+    run = run_in_process(tmp_path, "read", config)
     assert run.returncode == 0 and run.records
     if "events" in overrides:
         assert {r["event"] for r in run.records} == {"Purchase"}
@@ -159,12 +177,16 @@ def test_given_setting_only_the_schema_would_refuse_when_check_and_read_then_bot
 # -- config files ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", "5", None], ids=["not-json", "list", "number", "missing"])
-def test_given_unusable_config_file_when_check_discover_read_then_clear_config_error(tmp_path, fake, content):
+CONFIG_FILES = [("not-json", "{not json"), ("list", "[]"), ("number", "5"), ("missing", None)]
+
+
+@pytest.mark.parametrize("case,content", CONFIG_FILES, ids=[i for i, _ in CONFIG_FILES])
+def test_given_unusable_config_file_when_check_discover_read_then_clear_config_error(tmp_path, fake, case, content):
     """A config file that is missing, not JSON or not an object: FAILED / config error naming the file."""
     path = tmp_path / "given.json"
     if content is not None:
         path.write_text(content)
+    run_cli = runner(case)
     check = run_cli(tmp_path, "check", extra=["--config", str(path)])
     assert check.returncode == 0 and status_of(check)["status"] == "FAILED"
     assert "given.json" in status_of(check)["message"]
@@ -196,30 +218,30 @@ FUTURE_STATES = [
 ]
 
 
-@pytest.mark.parametrize("make,field", [(m, f) for _, m, f in FUTURE_STATES], ids=[i for i, _, _ in FUTURE_STATES])
-def test_given_state_from_the_future_when_read_then_config_error_saying_reset_and_nothing_sent(tmp_path, fake, make,
-                                                                                                  field):
+@pytest.mark.parametrize("case,make,field", FUTURE_STATES, ids=[i for i, _, _ in FUTURE_STATES])
+def test_given_state_from_the_future_when_read_then_config_error_saying_reset_and_nothing_sent(
+    tmp_path, fake, case, make, field
+):
     """A state after the present would make every later sync read nothing, exit 0: refused instead."""
-    run = run_cli(tmp_path, "read", config_for(fake), mode=INCREMENTAL, state=state_input(make()))
+    run = runner(case)(tmp_path, "read", config_for(fake), mode=INCREMENTAL, state=state_input(make()))
     assert run.returncode == 1 and run.errors[-1]["failure_type"] == "config_error"
     message = run.errors[-1]["message"]
     assert field in message and "Reset" in message and "Traceback" not in message
     assert fake.export_requests == [] and run.records == []
 
 
-@pytest.mark.parametrize(
-    "state",
-    [
-        [{"type": "GLOBAL", "global": {"shared_state": {"x": 1}, "stream_states": [
-            {"stream_descriptor": {"name": "export"}, "stream_state": {"time": "2024-01-01"}}]}}],
-        [{"type": "LEGACY", "data": {"export": {"time": "2024-01-01"}}}],
-        state_input({"time": "2024-01-01"}) + state_input({"time": "2024-02-01"}),
-    ],
-    ids=["global", "legacy", "export-twice"],
-)
-def test_given_state_this_connector_never_writes_when_read_then_config_error(tmp_path, fake, state):
+FOREIGN_STATES = [
+    ("global", [{"type": "GLOBAL", "global": {"shared_state": {"x": 1}, "stream_states": [
+        {"stream_descriptor": {"name": "export"}, "stream_state": {"time": "2024-01-01"}}]}}]),
+    ("legacy", [{"type": "LEGACY", "data": {"export": {"time": "2024-01-01"}}}]),
+    ("export-twice", state_input({"time": "2024-01-01"}) + state_input({"time": "2024-02-01"})),
+]
+
+
+@pytest.mark.parametrize("case,state", FOREIGN_STATES, ids=[i for i, _ in FOREIGN_STATES])
+def test_given_state_this_connector_never_writes_when_read_then_config_error(tmp_path, fake, case, state):
     """GLOBAL, LEGACY or two export entries: a config error that says to reset, never a crash."""
-    run = run_cli(tmp_path, "read", config_for(fake), mode=INCREMENTAL, state=state)
+    run = runner(case)(tmp_path, "read", config_for(fake), mode=INCREMENTAL, state=state)
     assert run.returncode == 1 and run.errors[-1]["failure_type"] == "config_error"
     assert "Reset" in run.errors[-1]["message"] and fake.export_requests == []
 
@@ -231,7 +253,7 @@ def doubled_catalog(first: str, second: str) -> dict[str, Any]:
 @pytest.mark.parametrize("modes", [(FULL_REFRESH, FULL_REFRESH), (FULL_REFRESH, INCREMENTAL)], ids=["twice", "both"])
 def test_given_catalog_listing_export_twice_when_read_then_config_error_and_nothing_sent(tmp_path, fake, modes):
     """export twice would emit every record twice: a config error before any request."""
-    run = run_cli(tmp_path, "read", config_for(fake), catalog_value=doubled_catalog(*modes))
+    run = run_in_process(tmp_path, "read", config_for(fake), catalog_value=doubled_catalog(*modes))
     assert run.returncode == 1 and run.errors[-1]["failure_type"] == "config_error"
     assert "2 times" in run.errors[-1]["message"] and fake.export_requests == [] and run.records == []
 
@@ -353,7 +375,8 @@ def test_given_server_echoing_the_credentials_when_check_then_no_form_of_the_sec
 ):
     """check quotes the answer in its FAILED message: every form of the secret is masked there and everywhere."""
     credentials, (user, password) = CREDENTIAL_KINDS[kind]
-    run = run_cli(tmp_path, "check", echo_config(echo_server, credentials), extra=["--debug"] if debug else [])
+    case = f"{echo_server.status}-{kind}-{'debug' if debug else 'plain'}"
+    run = runner(case)(tmp_path, "check", echo_config(echo_server, credentials), extra=["--debug"] if debug else [])
     assert echo_server.seen, "the check reached the echoing server"
     status = status_of(run)
     assert status["status"] == "FAILED" and "denied" in status["message"] and "****" in status["message"]
@@ -367,7 +390,8 @@ def test_given_server_echoing_the_credentials_when_read_then_no_form_of_the_secr
 ):
     """read fails (config error for 401, transient after retries for 500) without any form of the secret."""
     credentials, (user, password) = CREDENTIAL_KINDS[kind]
-    run = run_cli(tmp_path, "read", echo_config(echo_server, credentials), extra=["--debug"])
+    run = runner(f"{echo_server.status}-{kind}")(tmp_path, "read", echo_config(echo_server, credentials),
+                                                 extra=["--debug"])
     assert echo_server.seen and run.returncode == 1 and run.errors
     assert_no_form_of(user, password, run)
 
@@ -377,7 +401,7 @@ def test_given_server_trickling_bytes_when_check_then_failed_within_request_time
     server = EchoServer(200, trickle=True)
     try:
         config = echo_config(server, CREDENTIAL_KINDS["service-account"][0]) | {"request_timeout_seconds": 1}
-        run = run_cli(tmp_path, "check", config, timeout=60)
+        run = run_in_process(tmp_path, "check", config)
     finally:
         server.stop()
     status = status_of(run)

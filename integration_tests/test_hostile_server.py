@@ -6,7 +6,6 @@ benchmark's bound."""
 from __future__ import annotations
 
 import functools
-import gzip
 import os
 import struct
 import subprocess
@@ -130,16 +129,31 @@ def test_given_a_server_trickling_a_byte_a_second_when_check_or_read_then_the_at
         assert "too slowly" in run.errors[-1]["message"] and "request_timeout_seconds" in run.errors[-1]["message"]
 
 
+def repeated_gzip(head: bytes, block: bytes, times: int, tail: bytes) -> list[bytes]:
+    """gzip (level 9) of head + block * times + tail, as pieces, in well under a second: the block is deflated
+    once and fully flushed (which resets the compressor, so every repetition deflates to the same bytes), its
+    bytes repeated, and the trailer's CRC and size computed over the whole."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    start = compressor.compress(head) + compressor.flush(zlib.Z_FULL_FLUSH)
+    deflated = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    end = (compressor.compress(tail) + compressor.flush())[:-8]  # without this short stream's trailer
+    crc = zlib.crc32(head)
+    for _ in range(times):
+        crc = zlib.crc32(block, crc)
+    size = len(head) + len(block) * times + len(tail)
+    return [start, *([deflated] * times), end + struct.pack("<II", zlib.crc32(tail, crc), size & 0xFFFFFFFF)]
+
+
 @functools.cache
 def spaces_bomb() -> list[bytes]:
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    block = b" " * (1 << 24)
-    return [*(compressor.compress(block) for _ in range(64)), compressor.compress(EVENT % 1) + compressor.flush()]
+    """gzip of 1 GB of spaces and then an event (about a megabyte), in pieces."""
+    return repeated_gzip(b"", b" " * (1 << 24), 64, EVENT % 1)
 
 
 @functools.cache
 def newlines_bomb() -> bytes:
-    return gzip.compress(EVENT % 1 + b"\n" * (125 << 20) + EVENT % 2, compresslevel=9)
+    """gzip of an event, 125 MB of newlines and an event (about 130 kB)."""
+    return b"".join(repeated_gzip(EVENT % 1, b"\n" * (1 << 20), 125, EVENT % 2))
 
 
 NEWLINE_BLOCK_BYTES = 16_000_000
@@ -148,18 +162,8 @@ NEWLINE_BLOCKS = 125  # 2 GB of newlines
 
 @functools.cache
 def two_gb_of_newlines_bomb() -> bytes:
-    """gzip of b"\n" * 2e9 (about 2 MB), in well under a second: one block is compressed and fully flushed
-    (which resets the compressor, so every block compresses to the same bytes), then repeated."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    block = b"\n" * NEWLINE_BLOCK_BYTES
-    header = compressor.compress(b"")
-    deflated = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
-    last_block = compressor.flush()[:-8]  # the empty final block, without this one-block stream's trailer
-    crc = 0
-    for _ in range(NEWLINE_BLOCKS):
-        crc = zlib.crc32(block, crc)
-    size = NEWLINE_BLOCK_BYTES * NEWLINE_BLOCKS
-    return header + deflated * NEWLINE_BLOCKS + last_block + struct.pack("<II", crc, size & 0xFFFFFFFF)
+    """gzip of b"\n" * 2e9 (about 2 MB)."""
+    return b"".join(repeated_gzip(b"", b"\n" * NEWLINE_BLOCK_BYTES, NEWLINE_BLOCKS, b""))
 
 
 def gzip_of_newlines(handler: Any) -> None:

@@ -76,7 +76,6 @@ def fake(events) -> Iterator[SimpleNamespace]:
         process.wait(timeout=30)
 
 
-@pytest.mark.slow
 def test_given_fake_project_when_readme_pyairbyte_recipe_runs_then_every_event_arrives_typed(fake, pyairbyte):
     """The README's recipe (get_source, check, select_streams, read into a local DuckDB cache): all rows,
     real types."""

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_mixpanel import generate_events
+from integration_tests.depth import examples
 from source_mixpanel_export.lines import iter_line_batches, parse_line
 from source_mixpanel_export.records import BadEvent, Batch, Tally, make_builder, record_bytes, records_of_lines
 from source_mixpanel_export.source import record_message
@@ -204,7 +205,7 @@ EVENT = st.fixed_dictionaries(
 ).map(lambda e: {"event": e["event"], "properties": {"time": 1700000000000, **e["properties"]}})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     events=st.lists(st.one_of(EVENT, JSON_VALUE), max_size=25),
     points=st.lists(st.integers(0, 5000), max_size=8),

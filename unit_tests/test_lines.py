@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from integration_tests.depth import examples
 from source_mixpanel_export.body import PIECE_BYTES, BodyCheck, Gunzip
 from source_mixpanel_export.lines import (
     BATCH_LINES,
@@ -93,7 +94,7 @@ _PIECES = st.one_of(
 _LINES = st.lists(st.lists(_PIECES, max_size=6).map(b"".join), min_size=90, max_size=250)  # batches cut
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(_LINES, st.integers(0, 2), st.lists(st.integers(0, 8_000), max_size=8))
 def test_flagged_positions_are_exactly_the_lines_needs_exact_finds_in_each_batch(lines, shift, cuts):
     """Wherever the long digit runs, the chunk cuts and the batch ends fall, each batch flags exactly the

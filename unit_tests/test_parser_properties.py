@@ -16,6 +16,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from integration_tests.depth import examples
 from source_mixpanel_export.body import BodyCheck, Gunzip, GzipError, Spill, SpillMeter
 from source_mixpanel_export.client import spill_response
 from source_mixpanel_export.lines import is_trailer, iter_line_batches, parse_line
@@ -227,7 +228,7 @@ REPLY = dict(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(**REPLY)
 def test_given_whole_response_when_spilled_then_body_is_exact(server, events, framing, gzipped, chunk_sizes):
     """A complete response spills to exactly its decoded bytes."""
@@ -240,7 +241,7 @@ def test_given_whole_response_when_spilled_then_body_is_exact(server, events, fr
     assert b"".join(spill.chunks()) == lines and check.malformed == 0 and check.size == len(lines)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(**REPLY, keep=st.floats(0, 1, exclude_max=True))
 def test_given_response_cut_anywhere_when_spilled_then_retriable(server, events, framing, gzipped, chunk_sizes, keep):
     """Hanging up before the last data byte of a framed body is always caught, never a short body.
@@ -260,7 +261,7 @@ def test_given_response_cut_anywhere_when_spilled_then_retriable(server, events,
     assert cut_at >= all_data and b"".join(spill.chunks()) == lines
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=st.lists(EVENT, max_size=20),
     trailer=st.sampled_from([b"terminated early", b"export terminated early", b"[terminated early]"]),
@@ -276,7 +277,7 @@ def test_given_trailer_when_spilled_then_retriable(server, events, trailer, gzip
             spill_response(response, new_spill(response))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(EVENT, min_size=5, max_size=30), at=st.floats(0, 1, exclude_max=True))
 def test_given_corrupt_gzip_when_spilled_then_retriable_or_exact(server, events, at):
     """A gzip body with a byte of its deflate data or its trailer changed is a failed attempt (the

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from integration_tests.depth import examples
 from source_mixpanel_export.lines import needs_exact
 from source_mixpanel_export.records import (
     SCHEMA,
@@ -251,7 +252,7 @@ _VALUES = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(st.tuples(_KEYS, _VALUES), max_size=6), st.sampled_from(["", ',"event":"E"', ',"properties":{}']))
 def test_given_random_lines_with_repeated_keys_when_written_then_bytes_match_the_record(pairs, tail):
     """Whatever keys repeat where, the record's bytes hold each key once and parse to the record."""

@@ -10,6 +10,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from integration_tests.depth import examples
 from source_mixpanel_export.state import ExportState, parse_state, state_file_entries, stream_state_of
 from source_mixpanel_export.windows import Planner, plan_segments
 
@@ -365,7 +366,7 @@ def _history(seed: int) -> tuple[list[int], list[tuple[int, int | None, int | No
     return list(zip(happened, lateness, strict=True)), syncs, rng.randint(0, 6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(seed=st.integers(0, 2**32))
 def test_given_any_history_of_syncs_when_a_last_sync_completes_then_no_event_within_attribution_is_lost(seed):
     """Late arrivals, kills, resumes and end_date changes in any order: nothing at most N days late is lost."""

@@ -8,6 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from integration_tests.depth import examples
 from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.state import ExportState, parse_state, sync_plan
 from source_mixpanel_export.sweep import (
@@ -145,7 +146,7 @@ def _model_sync(cfg, state, events, now, kill_at, delivered):
     return state
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(seed=st.integers(0, 2**32), requests=st.integers(1, 3), kills=st.booleans())
 def test_given_years_of_daily_syncs_when_events_arrive_at_any_lateness_then_each_arrives_once_in_bound(
     seed, requests, kills
