@@ -34,7 +34,9 @@ from integration_tests.harness import (
     truth,
 )
 from integration_tests.test_incremental_lossless import day_start_ms, read
+from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.records import SCHEMA
+from source_mixpanel_export.state import parse_state, sync_plan
 from source_mixpanel_export.sweep import block_days, syncs_per_pass
 
 DAY = dt.timedelta(days=1)
@@ -167,7 +169,12 @@ def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, h
     """kill -9 after the first sweep window's STATE, while the second is being fetched: the resumed
     syncs deliver every imported event, and the normal windows' STATE came before the sweep's records."""
     state = history.first.states[-1]
-    history.fake.inject_when(lambda r: r.number == 3, Fault("slow", delay_s=30))  # the second sweep window
+    now = dt.datetime.fromtimestamp(history.fake.current_ms() / 1000, dt.UTC)
+    config = parse_config(history.config(), now=now)
+    second = sync_plan(config, parse_state(state, now=now), config.today(now)).sweep[1]  # both are sent at once
+    held = second.first_day.isoformat(), second.last_day.isoformat()
+    history.fake.inject_when(lambda r: (r.params.get("from_date"), r.params.get("to_date")) == held,
+                             Fault("slow", delay_s=30))
     killed = read_and_kill(tmp_path, history.config(), state, nth_state(3))
     history.fake.release_slow()
     history.fake.clear_faults()
