@@ -9,14 +9,18 @@ AirbyteMessage each (see writer.py for why).
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
 from collections.abc import Iterable
 from typing import IO, Any, cast
 
+from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER
-from airbyte_cdk.models import AirbyteMessage, Type
+from airbyte_cdk.models import AirbyteMessage, FailureType, Type
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from .client import Cancelled
 from .entry import Entrypoint
@@ -100,6 +104,26 @@ def _short(exc: BaseException) -> str:
 def run(argv: Iterable[str] | None = None) -> None:
     """`source-mixpanel-export <spec|check|discover|read> ...`"""
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _run(args)
+    except AirbyteTracedException as exc:
+        if exc.failure_type != FailureType.config_error:
+            raise  # the CDK's handler: a FATAL line with the traceback, and the TRACE ERROR
+        _config_failure(exc)
+        sys.exit(1)
+
+
+def _config_failure(exc: AirbyteTracedException) -> None:
+    """A config error as the CDK's handler reports any error (a FATAL line, a TRACE ERROR), without the
+    traceback: it names the field and says what to do, and the code that found it is no help to a user."""
+    logging.getLogger("airbyte").fatal(exc.message)
+    message = exc.as_airbyte_message()
+    if message.trace is not None and message.trace.error is not None:
+        message.trace.error.stack_trace = None
+    print(filter_secrets(AirbyteEntrypoint.airbyte_message_to_string(message)), flush=True)
+
+
+def _run(args: list[str]) -> None:
     source = SourceMixpanelExport()
     if args[:1] != ["read"]:
         entrypoint = Entrypoint(source)  # launch's loop, with parse_config's messages for check/discover

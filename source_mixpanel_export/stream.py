@@ -308,11 +308,9 @@ class ExportStream(Stream):
         stream_slice: Mapping[str, Any] | None = None,
         stream_state: Mapping[str, Any] | None = None,
     ) -> Iterator[Mapping[str, Any]]:
-        """Every record of a full-refresh read (the connector's own read path is ExportReader)."""
-        reader = ExportReader(self._config, self.logger)
-        for item in reader.read(SyncMode.full_refresh, ExportState()):
-            if type(item) is Batch:
-                yield from item.records
+        """Not a read path: SourceMixpanelExport.read replaces the CDK's, which is the only caller of this
+        (abstract in the CDK's Stream, so it must exist). Every read goes through ExportReader."""
+        raise NotImplementedError("read through SourceMixpanelExport.read (ExportReader)")
 
 
 def _days(segment: Segment) -> int:
