@@ -24,7 +24,7 @@ from .api import Deadline, deadline, export_get, export_params, new_session
 from .body import Gunzip, GzipError
 from .config import Config
 from .records import LegacyClock
-from .retry import describe_rejection, error_message
+from .retry import DateAfterToday, Retriable, TooLarge, error_message, status_failure
 from .windows import ONE_DAY, Window
 
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
@@ -166,15 +166,16 @@ def _events(body: bytes) -> list[Any]:
 
 
 def _refusal(config: Config, day: dt.date, status: int, text: str) -> str:
-    """What to fix when Mixpanel refused the sample request."""
-    if status == 400 and "cannot be later than today" in text.lower():
+    """What to fix when Mixpanel refused the sample request, by the read's own classification
+    (retry.status_failure): check does not retry, so what a read would retry is "try again later"."""
+    failure = status_failure(config, status, text, None)
+    if isinstance(failure, DateAfterToday):
         return _day_ahead(config, day)
-    if status == 429:
-        return "Mixpanel's rate limit is exhausted right now (429); try again in a few minutes."
-    if status >= 500:
+    if isinstance(failure, Retriable) and failure.rate_limited:
+        return f"Mixpanel's rate limit is exhausted right now ({status}); try again in a few minutes."
+    if isinstance(failure, Retriable | TooLarge):
         return f"Mixpanel is failing right now ({status}: {text}); try again later."
-    error = describe_rejection(config, status, text)
-    return getattr(error, "message", None) or str(error)
+    return getattr(failure, "message", None) or str(failure)
 
 
 def _day_ahead(config: Config, day: dt.date) -> str:

@@ -70,7 +70,10 @@ def is_positive_wait(seconds: float | None) -> TypeGuard[float]:
 def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
     """A Retry-After header's wait in seconds (a number or an HTTP date, read against `now`), or None
     when it is absent, junk, or no positive wait (0, negative, NaN, a date not in the future): the
-    caller then backs off exponentially, as if the server had said nothing."""
+    caller then backs off exponentially, as if the server had said nothing.
+
+    Not urllib3's `Retry.parse_retry_after`: it reads a date against the machine's clock (time.time),
+    which tests cannot inject, and raises on junk where a server's bad header should only be ignored."""
     if not value:
         return None
     try:
