@@ -19,6 +19,7 @@ from integration_tests.harness import (
     record_keys,
     reread_from,
     run_cli,
+    run_in_process,
     state_input,
     truth,
 )
@@ -259,10 +260,10 @@ def test_given_several_windows_when_read_then_estimates_and_a_progress_log_per_w
 def test_given_invalid_config_when_read_or_discover_then_the_error_carries_no_traceback(tmp_path, fake, verb):
     """A config error names the field and says what to do; neither its FATAL line nor its TRACE shows a
     Python traceback, and a lowercase region is the same region."""
-    bad = run_cli(tmp_path, verb, config_for(fake, region="MARS"))
+    bad = run_in_process(tmp_path, verb, config_for(fake, region="MARS"))
     assert bad.returncode == 1
     fatal = [m["log"]["message"] for m in bad.of("LOG") if m["log"]["level"] == "FATAL"]
     assert fatal == ["region must be one of US, EU, IN; got 'MARS'."]
     assert bad.errors[0]["failure_type"] == "config_error" and "stack_trace" not in bad.errors[0]
     assert "Traceback" not in bad.stdout + bad.stderr
-    assert run_cli(tmp_path, verb, config_for(fake, region="us")).returncode == 0
+    assert run_in_process(tmp_path, verb, config_for(fake, region="us")).returncode == 0

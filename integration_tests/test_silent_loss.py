@@ -34,11 +34,12 @@ from integration_tests.harness import (
     read_and_kill,
     record_keys,
     run_cli,
+    run_in_process,
     state_input,
     write_json,
 )
 from integration_tests.test_hostile_server import hostile_config
-from integration_tests.test_incremental_lossless import World, make_world, read
+from integration_tests.test_incremental_lossless import World, make_world
 from source_mixpanel_export.state import parse_state
 
 MINUTE_MS = 60_000
@@ -58,6 +59,15 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Ru
     made = make_world()
     yield made, read(tmp_path_factory.mktemp("synced"), made.config())
     made.fake.stop()
+
+
+def read(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None = None) -> Run:
+    """One incremental read that must succeed and leak no secret, in this process (harness.run_in_process):
+    what these tests check does not depend on the process; the SIGTERM, disk and kill tests run the CLI."""
+    run = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert_no_secrets(run.stdout, run.stderr)
+    return run
 
 
 def failed(run: Run) -> str:
@@ -89,7 +99,7 @@ def test_given_a_state_of_another_project_when_read_then_config_error_names_what
     if "project_id" in change:
         config["credentials"] = {**config["credentials"], "project_id": change["project_id"]}
     sent = len(world.fake.export_requests)
-    second = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(first.states[-1]))
+    second = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(first.states[-1]))
     message = failed(second)
     assert named in message and "Reset the stream" in message
     assert second.errors[0]["failure_type"] == "config_error"
@@ -140,7 +150,7 @@ def test_given_a_state_watermark_written_59_minutes_ahead_when_read_30_minutes_l
     ahead = dict(first.states[-1], watermark_ms=world.t1 + 59 * MINUTE_MS)
     world.fake.now_ms = world.t2  # every late event processed
     try:
-        second = run_cli(tmp_path, "read", world.config(), mode=INCREMENTAL, state=state_input(ahead))
+        second = run_in_process(tmp_path, "read", world.config(), mode=INCREMENTAL, state=state_input(ahead))
     finally:
         world.fake.now_ms = world.t1
     assert second.returncode == 0, second.stdout[-2000:]
@@ -151,7 +161,7 @@ def test_given_a_state_watermark_written_59_minutes_ahead_when_read_30_minutes_l
 def test_given_this_machine_s_clock_10_minutes_ahead_when_synced_twice_then_mixpanel_s_date_counts(tmp_path, world):
     """Our clock 10 minutes fast, Mixpanel's Date right: the watermark follows the Date (the earlier), so
     the late events Mixpanel processes in those 10 minutes are not skipped by the next sync."""
-    first = run_cli(tmp_path, "read", world.config(), mode=INCREMENTAL, now_ms=world.t1 + 10 * MINUTE_MS)
+    first = run_in_process(tmp_path, "read", world.config(), mode=INCREMENTAL, now_ms=world.t1 + 10 * MINUTE_MS)
     assert first.returncode == 0 and first.states[-1]["watermark_ms"] <= world.t1
     assert "behind this machine's clock" in first.logs()
     world.fake.now_ms = world.t2
@@ -346,10 +356,11 @@ def test_given_a_catalog_with_a_namespace_when_synced_twice_then_the_second_sync
     world, _ = synced
     namespaced = catalog(INCREMENTAL)
     namespaced["streams"][0]["stream"]["namespace"] = "mixpanel"
-    first = run_cli(tmp_path, "read", world.config(), catalog_value=namespaced)
+    first = run_in_process(tmp_path, "read", world.config(), catalog_value=namespaced)
     assert first.returncode == 0
     sent = len(world.fake.export_requests)
-    second = run_cli(tmp_path, "read", world.config(), catalog_value=namespaced, state=state_input(first.states[-1]))
+    second = run_in_process(tmp_path, "read", world.config(), catalog_value=namespaced,
+                            state=state_input(first.states[-1]))
     assert second.returncode == 0
     statuses = [m["trace"]["stream_status"] for m in first.of("TRACE") if m["trace"]["type"] == "STREAM_STATUS"]
     assert statuses and all("namespace" not in s["stream_descriptor"] for s in statuses)
