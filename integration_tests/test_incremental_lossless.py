@@ -198,13 +198,13 @@ def kill_at(tmp_path: Path, world: World, config: dict[str, Any], state: dict[st
 
 
 def cut_after_last_record(whole: Run) -> Run:
-    """What a kill right after the last record would have left: no checkpoint after it, no final STATE.
+    """What a kill right after the last record would have left: no checkpoint after it.
 
-    (Two writes apart in a real run, too close to aim a signal at, so the finished run is cut instead.)
+    (One write apart in a real run, too close to aim a signal at, so the finished run is cut instead.)
     """
     last_record = max(i for i, m in enumerate(whole.messages) if m["type"] == "RECORD")
     killed = Run(-signal.SIGKILL, "", "", whole.messages[: last_record + 1])
-    assert kinds(killed)[-1] == "RECORD" and len(killed.states) <= len(whole.states) - 2
+    assert kinds(killed)[-1] == "RECORD" and len(killed.states) <= len(whole.states) - 1
     return killed
 
 

@@ -23,6 +23,7 @@ from typing import IO
 from isal import isal_zlib
 
 from .lines import MAX_LINE_BYTES, is_trailer
+from .retry import TooLarge
 
 TAIL_BYTES = 4096  # how much of a body's end is kept to look for a trailer
 HEAD_BYTES = 1 << 16  # how much of a body's start is hashed, to compare answers (windows.SameAnswers)
@@ -54,15 +55,6 @@ class DiskFull(Exception):
 
 
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-
-
-class Oversized(Exception):
-    """The body grew past what one window may hold (see `Limit`): the window is to be split. `head`:
-    BodyCheck.head of what came."""
-
-    def __init__(self, reason: str, head: bytes) -> None:
-        super().__init__(reason)
-        self.head = head
 
 
 @dataclass(frozen=True)
@@ -140,7 +132,7 @@ class Spill:
 
 
 def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None, framed: bool = True) -> BodyCheck:
-    """Store a body in `spill`, checking it on the way; raise Incomplete unless it is whole, Oversized
+    """Store a body in `spill`, checking it on the way; raise Incomplete unless it is whole, TooLarge
     once it is larger than `limit`, DiskFull when the spill cannot grow. Errors of the transport (a
     connection cut, broken gzip: GzipError) pass through to the caller.
 
@@ -154,7 +146,7 @@ def receive(raw_chunks: Iterable[bytes], spill: Spill, limit: Limit | None, fram
         for data in decoder.pieces(raw) if decoder else (raw,):
             check.take(data)
         if limit is not None and (check.events > limit.lines or check.size > limit.size):
-            raise Oversized(f"more than {limit.lines} events or {limit.size >> 20} MB", check.head())
+            raise TooLarge(f"the body grew past {limit.lines} events or {limit.size >> 20} MB", check.head())
     spill.finish()
     if decoder is not None and not decoder.complete():
         raise Incomplete("the gzip stream ended early (response cut off)")

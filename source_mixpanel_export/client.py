@@ -24,13 +24,13 @@ import requests
 import urllib3
 
 from .api import Deadline, deadline, export_get, export_params, new_session
-from .body import BodyCheck, DiskFull, GzipError, Incomplete, Limit, Oversized, Spill, SpillMeter, Unverifiable, receive
+from .body import BodyCheck, DiskFull, GzipError, Incomplete, Limit, Spill, SpillMeter, Unverifiable, receive
 from .budget import LONG_WAIT_SECONDS, RateBudget
 from .clock import Clock
 from .config import Config
 from .errors import system_error, transient_error
-from .retry import Retriable, TooLarge, backoff_seconds, error_message, http_date, retry_after_seconds, status_failure
-from .windows import BYTES_PER_TARGET_EVENT, Window, split_window
+from .retry import Retriable, backoff_seconds, error_message, http_date, retry_after_seconds, status_failure
+from .windows import BYTES_PER_TARGET_EVENT, Window
 
 CHUNK_BYTES = 1 << 16  # compressed bytes read at a time
 # Shared by the downloads under way; past its share a body goes to disk. Small on purpose: a spill
@@ -223,7 +223,7 @@ class ExportClient:
             gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
             in_memory = max(1 << 16, SPILL_IN_MEMORY_BYTES // self._config.max_concurrent_requests)
             spill = Spill(gzipped, in_memory, self.meter)
-            limit = self._limit if split_window(window, self._config.request_timezone) is not None else None
+            limit = None if window.whole else self._limit  # a window that cannot be split is read however large
             try:
                 check = spill_response(response, spill, limit, lambda chunks: self._progress(window, chunks, watched))
             except DiskFull as exc:
@@ -296,8 +296,6 @@ def _attempt_failure(exc: BaseException) -> BaseException:
         return Retriable(str(exc), attempts=UNVERIFIABLE_ATTEMPTS)
     if isinstance(exc, Incomplete):
         return Retriable(str(exc))
-    if isinstance(exc, Oversized):
-        return TooLarge(f"the body grew past {exc}", exc.head)
     if isinstance(
         exc, urllib3.exceptions.HTTPError | requests.RequestException | http.client.HTTPException | OSError | GzipError
     ):

@@ -3,7 +3,7 @@
 Windows are handed on strictly in plan order, so a STATE emitted after a window always covers only
 windows already emitted. Network and decompression (which release the GIL) overlap with parsing.
 Each window is planned only when a download slot frees, after what the windows before it returned
-(windows.Planner), so the volume seen so far sizes it.
+(plan.Plan), so the volume seen so far sizes it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,26 @@ import concurrent.futures as cf
 import queue as queues
 import threading
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from .client import Download
-from .windows import Listed, Planner, Window
+from .windows import Window
 
-# Called with a window whose fetch raised one of the `replaceable` errors: returns the windows to
-# fetch instead (possibly none), or raises to end the sync.
-Replace = Callable[[Window, Exception], list[Window]]
+
+class Windows(Protocol):
+    """What hands out the windows and decides their fate (plan.Plan)."""
+
+    def ready(self) -> bool:
+        """Whether another window may be sent while others are under way."""
+
+    def next(self) -> Window | None:
+        """The next window, or None when none is left (or none may be sent yet)."""
+
+    def observe(self, window: Window, download: Download) -> bool:
+        """A window was read; whether its records count."""
+
+    def replace(self, window: Window, exc: Exception) -> list[Window] | None:
+        """What to fetch instead of a window whose fetch raised `exc`; None: the sync ends with `exc`."""
 
 
 class DaemonPool:
@@ -61,20 +74,18 @@ class DaemonPool:
                 future.set_exception(exc)
 
 
-def fetch_in_order(
-    planner: Planner | Listed,
-    fetch: Callable[[Window], Download],
-    workers: int,
-    replace: Replace,
-    replaceable: tuple[type[Exception], ...],
-) -> Iterator[Download]:
-    """Yield each planned window's download in order, keeping `workers` downloads under way (never more)."""
+def fetch_in_order(plan: Windows, fetch: Callable[[Window], Download], workers: int) -> Iterator[Download]:
+    """Yield each planned window's download in order, keeping `workers` downloads under way (never more).
+
+    What a window becomes is the plan's to say (plan.Plan): it is told of every download before that
+    is yielded, and asked what to fetch instead of a window whose fetch failed.
+    """
     pool = DaemonPool(workers, "mixpanel-export")
     inflight: collections.deque[tuple[Window, cf.Future[Download]]] = collections.deque()
 
     def fill() -> None:
-        while len(inflight) < workers and (planner.ready() or not inflight):
-            window = planner.next()
+        while len(inflight) < workers and (plan.ready() or not inflight):
+            window = plan.next()
             if window is None:
                 return
             inflight.append((window, pool.submit(fetch, window)))
@@ -85,16 +96,19 @@ def fetch_in_order(
             window, future = inflight.popleft()
             try:
                 download = future.result()
-            except replaceable as exc:
+            except Exception as exc:
+                parts = plan.replace(window, exc)
+                if parts is None:
+                    raise
                 # Submitted in order, so the first part (the one wanted next) starts first.
-                parts = [(part, pool.submit(fetch, part)) for part in replace(window, exc)]
-                inflight.extendleft(reversed(parts))
+                inflight.extendleft(reversed([(part, pool.submit(fetch, part)) for part in parts]))
                 fill()
                 continue
-            planner.observe(window, download.events, download.size)
+            counts = plan.observe(window, download)
             fill()  # keep every slot busy while this window is emitted
             try:
-                yield download
+                if counts:
+                    yield download
             finally:
                 download.close()
     finally:

@@ -36,7 +36,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pendulum
 
@@ -336,6 +336,79 @@ def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
         days, count = (start, end), config.history_sweep_requests
         sweep = sweep_windows(state.history_from, state.history, days, _block(config), count)
     return SyncPlan(first, end, segments, sweep, state)
+
+
+class PlanView(Protocol):
+    """What a checkpoint needs of the sync's plan (plan.Plan)."""
+
+    first: dt.date
+    end: dt.date
+
+    def fresh_done(self) -> bool:
+        """Whether every fresh window has been read."""
+
+    def rate(self) -> float | None:
+        """The whole days' volume measured so far."""
+
+
+class Checkpoints:
+    """What each finished window means for the state, and which states to write: the read's one author
+    of checkpoints. A STATE covers only windows whose records were emitted before it.
+
+    Incremental: after a window that finishes its days, the state says the sync has read up to its
+    last day (`progressed`); once every fresh window is read, that the sync is complete up to its end
+    (`completed`, and the history days its attribution window re-read count as checked); after a sweep
+    window, that its days were checked at the sync's watermark. The watermark is the lowest any window
+    of the sync had. Full refresh: a STATE without a cursor after each window that finishes its days.
+    """
+
+    def __init__(self, state: ExportState, incremental: bool, config: Config, plan: PlanView) -> None:
+        self.state = state
+        self._incremental = incremental
+        self._config = config
+        self._plan = plan
+        self._watermark: int | None = None
+        self._completed = False
+        self._written: dict[str, Any] | None = None
+
+    def after(self, window: Window, server_time_ms: int) -> list[dict[str, Any]]:
+        """The states to write once `window`'s records are emitted (Mixpanel had its request by `server_time_ms`)."""
+        if self._watermark is None or server_time_ms < self._watermark:
+            self._watermark = server_time_ms
+        if not window.ends_day:
+            return []
+        if not self._incremental:
+            return [{NO_CURSOR_MARKER: True}]
+        if window.sweep:
+            self._complete()
+            self.state = self.state.checked(window.first_day, window.last_day, self._watermark)
+        else:
+            self.state = self.state.progressed(window.last_day, self._watermark).sized(self._plan.rate())
+            if self._plan.fresh_done():
+                self._complete()
+        return [self._write()]
+
+    def final(self) -> list[dict[str, Any]]:
+        """The states to write when every window is read: the last one, unless it was written already."""
+        if not self._incremental:
+            return [{NO_CURSOR_MARKER: True}] if self._watermark is None else []
+        self._complete()
+        return [self._write()] if self.state.to_dict() != self._written else []
+
+    def _complete(self) -> None:
+        """The state once every fresh window is read (done once)."""
+        plan, watermark = self._plan, self._watermark
+        if self._completed or watermark is None or plan.end < plan.first:
+            return
+        self._completed = True
+        # History days an attribution window longer than the recent days made the sync re-read are
+        # checked anew, so that the next sync does not ask for their late arrivals again.
+        state = self.state.checked(plan.first, plan.end, watermark)
+        self.state = state.completed(plan.end, watermark).settled(self._config).sized(plan.rate())
+
+    def _write(self) -> dict[str, Any]:
+        self._written = self.state.to_dict()
+        return self._written
 
 
 def _block(config: Config) -> int:

@@ -6,7 +6,6 @@ records → state. Items it yields are batches of records (records.Batch) or rea
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -34,12 +33,11 @@ from .client import Cancelled, Download, ExportClient
 from .clock import Clock
 from .config import Config
 from .errors import system_error
+from .plan import Plan
 from .prefetch import fetch_in_order
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tally, make_builder, window_records
-from .retry import DateAfterToday, TooLarge
-from .state import NO_CURSOR_MARKER, ExportState, SyncPlan, bind, sync_plan
-from .sweep import block_days, syncs_per_pass
-from .windows import ONE_DAY, Listed, Planner, SameAnswers, Segment, Window, split_window
+from .state import Checkpoints, ExportState, bind, sync_plan
+from .windows import Window
 
 Item = Batch | AirbyteMessage  # a batch of records, or a message ready to write
 
@@ -79,11 +77,28 @@ class ExportReader:
         self._budget = RateBudget(config.requests_per_second, config.requests_per_hour, self._clock, logger)
         self._client = client or ExportClient(config, self._budget, self._clock, self._stop, logger)
         self._today = config.today(now)
-        self._end = self._today
-        self._pieces = SameAnswers()
 
     def read(self, mode: SyncMode, state: ExportState) -> Iterator[Item]:
         """Records, then a STATE after every complete window (incremental) or every window (full refresh)."""
+        plan, checkpoints = self._start(mode, state)
+        yield self._estimate(None)
+        started, done = self._clock.monotonic(), 0
+        try:
+            for download in fetch_in_order(plan, self._client.fetch, self._config.max_concurrent_requests):
+                done += 1
+                count = yield from self._records(download)
+                self._log_progress(download, count, done, started)
+                if done == 1:
+                    yield self._estimate(plan.estimate())
+                yield from map(state_message, checkpoints.after(download.window, download.server_time_ms))
+        finally:
+            self._stop.set()
+        peak = self._client.meter.peak
+        self._logger.info(f"Read {plan.first}..{plan.end}; the spill files held at most {peak / 1e6:.1f} MB.")
+        yield from map(state_message, checkpoints.final())
+
+    def _start(self, mode: SyncMode, state: ExportState) -> tuple[Plan, Checkpoints]:
+        """The sync's plan of windows and its checkpoints, from the state it starts from (checked here)."""
         incremental = mode == SyncMode.incremental
         if not incremental:
             state = ExportState()
@@ -93,91 +108,14 @@ class ExportReader:
             self._logger.info(f"Migrating the official connector's state ({state.migrated_from}).")
         if incremental:
             state = bind(state, self._config)
-        plan = sync_plan(self._config, state, self._today)
-        state = plan.state
-        self._end = plan.end
-        planner = Planner(
-            plan.segments, self._config.date_window_size, self._config.window_target_events,
-            self._config.request_timezone, state.events_per_day,
-        )
-        self._planner = planner
-        yield self._estimate()
+        sync = sync_plan(self._config, state, self._today)
+        self._plan = Plan(sync, self._config, self._budget.left_this_hour, self._logger)
         self._logger.info(
-            f"Reading {plan.first}..{plan.end} ({self._config.request_timezone} days) in {mode.value} mode, "
+            f"Reading {sync.first}..{sync.end} ({self._config.request_timezone} days) in {mode.value} mode, "
             f"up to {self._config.date_window_size} days and about {self._config.window_target_events} "
             "events per request."
         )
-        watermark: int | None = None
-        written: dict[str, Any] | None = None  # the last STATE written
-        started, done = self._clock.monotonic(), 0
-        try:
-            for download in self._fetch(planner):
-                done += 1
-                window = download.window
-                if window.first_day > self._end:  # past Mixpanel's today, answered as its day rolled over:
-                    continue  # a piece of that day may have been dropped, so none of it counts
-                count = yield from self._records(download)
-                if watermark is None or download.server_time_ms < watermark:
-                    watermark = download.server_time_ms
-                self._log_progress(download, count, done, started)
-                if done == 1:
-                    yield self._estimate(plan, planner)
-                if window.time_to is not None:  # an inner piece of a split day: the day is not done
-                    continue
-                if incremental:
-                    state = state.progressed(window.last_day, watermark).sized(planner.rate())
-                    yield state_message(written := state.to_dict())
-                else:
-                    yield state_message({NO_CURSOR_MARKER: True})
-            if incremental and watermark is not None and self._end >= plan.first:
-                # History days an attribution window longer than the recent days made the sync re-read
-                # are checked anew, so that the next sync does not ask for their late arrivals again.
-                state = state.checked(plan.first, self._end, watermark)
-                state = state.completed(self._end, watermark).settled(self._config).sized(planner.rate())
-            # The sweep comes after every window of fresh data, and after their STATE: a sweep that
-            # fails or is killed leaves the fresh data checkpointed.
-            if incremental and plan.sweep and self._sweep_allowed(plan):
-                yield state_message(written := state.to_dict())
-                for download in self._fetch(Listed(plan.sweep)):
-                    done += 1
-                    count = yield from self._records(download)
-                    watermark = min(download.server_time_ms, watermark or download.server_time_ms)
-                    self._log_progress(download, count, done, started)
-                    if download.window.time_to is None:  # not an inner piece of a split day
-                        state = state.checked(download.window.first_day, download.window.last_day, watermark)
-                        yield state_message(written := state.to_dict())
-        finally:
-            self._stop.set()
-        peak = self._client.meter.peak
-        self._logger.info(f"Read {plan.first}..{self._end}; the spill files held at most {peak / 1e6:.1f} MB.")
-        if incremental:
-            if state.to_dict() != written:
-                yield state_message(state.to_dict())
-        elif watermark is None:
-            yield state_message({NO_CURSOR_MARKER: True})
-
-    def _fetch(self, planner: Planner | Listed) -> Iterator[Download]:
-        workers, replaceable = self._config.max_concurrent_requests, (TooLarge, DateAfterToday)
-        return fetch_in_order(planner, self._client.fetch, workers, self._replace, replaceable)
-
-    def _sweep_allowed(self, plan: SyncPlan) -> bool:
-        """Whether the sweep may run now: not when the hourly budget left cannot pay for it (it would
-        make the sync wait for the next hour)."""
-        sweep, left = plan.sweep, self._budget.left_this_hour()
-        if left < len(sweep):
-            self._logger.info(
-                f"Skipping the history sweep this sync: {left} export queries are left in this hour's "
-                f"budget and it needs {len(sweep)}. The next sync sweeps instead."
-            )
-            return False
-        history = plan.state.history_days(self._config.start_day())
-        block = block_days(self._config.date_window_size, self._config.attribution_window)
-        self._logger.info(
-            f"History sweep: {len(sweep)} window(s) of old days, for events that arrived after they were "
-            "last checked: " + ", ".join(w.label() for w in sweep) + f". Checking all {history} days of "
-            f"history takes {syncs_per_pass(history, block, len(sweep))} syncs like this one."
-        )
-        return True
+        return self._plan, Checkpoints(sync.state, incremental, self._config, self._plan)
 
     def _records(self, download: Download) -> Generator[Batch, None, int]:
         """The window's records, in the order Mixpanel sent them; returns how many.
@@ -187,7 +125,6 @@ class ExportReader:
         then: no STATE covers the window, so the next sync reads it again.
         """
         window = download.window
-        self._same_answer(window, download.head)
         if download.malformed_lines and not self._config.skip_bad_lines:
             self._bad_lines(window, download.malformed_lines, download.first_malformed_line or 0)
         tally = Tally()
@@ -210,52 +147,8 @@ class ExportReader:
             "sync reads this window again. To skip such lines instead, turn on skip_bad_lines.",
         )
 
-    def _same_answer(self, window: Window, head: bytes | None) -> None:
-        """Fail when this piece's answer proves the server ignores the time filter (windows.SameAnswers)."""
-        whole = self._pieces.ignored_by(window, head)
-        if whole is not None:
-            raise system_error(
-                f"{self._config.base_url} answered two pieces of window {whole.label()}, the last "
-                f"{window.label()}, with the start of the whole window's own answer: it ignores the time "
-                "filter (where) that splitting a large window relies on, so every piece would hold the whole. "
-                "Mixpanel's export API honours it: check api_base_url and what stands between this machine "
-                "and Mixpanel."
-            )
-
-    def _replace(self, window: Window, exc: Exception) -> list[Window]:
-        """What to fetch instead of a window Mixpanel could not or would not answer as asked."""
-        if isinstance(exc, TooLarge):
-            self._same_answer(window, exc.head)
-            parts = split_window(window, self._config.request_timezone)
-            if parts is None:
-                raise system_error(
-                    f"Mixpanel timed out on window {window.label()} even at one hour ({exc}). "
-                    "Narrow the export with events or where.",
-                )
-            self._logger.info(
-                f"Window {window.label()} is too large ({exc}); splitting it into "
-                + ", ".join(p.label() for p in parts) + "."
-            )
-            self._pieces.split(window, exc.head, parts)
-            return parts
-        last = min(window.last_day - ONE_DAY, self._end)
-        self._logger.warning(
-            f"Mixpanel says {window.last_day} is later than its today ({exc}): its clock or the "
-            f"project's timezone is behind ours. Reading up to {last} instead; check project_timezone."
-        )
-        self._end = min(self._end, last)
-        self._planner.stop_after(last)
-        if last < window.first_day:
-            return []
-        return [dataclasses.replace(window, last_day=last)]
-
-    def _estimate(self, plan: SyncPlan | None = None, planner: Planner | None = None) -> AirbyteMessage:
+    def _estimate(self, rows: int | None) -> AirbyteMessage:
         """An ESTIMATE trace: first without figures, then the first window's volume times the sync's days."""
-        rows = None
-        if plan is not None and planner is not None:
-            days = {late: sum(_days(s) for s in plan.segments if (s.processed_after_ms is not None) == late)
-                    for late in (False, True)}
-            rows = int(sum((planner.rate(late) or 0.0) * days[late] for late in days))
         return AirbyteMessage(
             type=Type.TRACE,
             trace=AirbyteTraceMessage(
@@ -271,7 +164,7 @@ class ExportReader:
             f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB "
             f"({download.spill.stored / 1e6:.1f} MB as sent) in {download.seconds:.1f} s "
             f"({download.attempts} attempt(s)); {done} windows in {elapsed:.0f} s; "
-            f"{self._planner.days_left()} days left; "
+            f"{self._plan.days_left()} days left; "
             f"{self._budget.left_this_hour()} export queries left in this sync's hourly budget."
         )
 
@@ -312,6 +205,3 @@ class ExportStream(Stream):
         (abstract in the CDK's Stream, so it must exist). Every read goes through ExportReader."""
         raise NotImplementedError("read through SourceMixpanelExport.read (ExportReader)")
 
-
-def _days(segment: Segment) -> int:
-    return (segment.last_day - segment.first_day).days + 1

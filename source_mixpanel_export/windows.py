@@ -41,7 +41,8 @@ class Window:
     processed after that sync's watermark. `time_from`/`time_to` (epoch seconds, `[from, to)`, None =
     open) exist only for pieces of a day split because Mixpanel could not answer it whole; the first
     and last pieces are open so that no event of the day can fall outside every piece. `sweep` marks
-    a window of the history sweep (sweep.py), which checks old days for very late arrivals.
+    a window of the history sweep (sweep.py), which checks old days for very late arrivals. `whole`
+    marks a window read whole however large, as it cannot be split any further (plan.Plan sets it).
     """
 
     first_day: dt.date
@@ -50,6 +51,12 @@ class Window:
     time_from: int | None = None
     time_to: int | None = None
     sweep: bool = False
+    whole: bool = False
+
+    @property
+    def ends_day(self) -> bool:
+        """Whether reading this window finishes its days: not for a piece of a day before its last."""
+        return self.time_to is None
 
     @property
     def days(self) -> int:
@@ -129,6 +136,10 @@ class Planner:
         self._probing: set[bool] = set()  # kinds whose first window is out and not yet read
         self._known_rate = known_rate
 
+    def exhausted(self) -> bool:
+        """Whether every window has been handed out."""
+        return not self._pieces and not self._segments
+
     def ready(self) -> bool:
         """Whether the next window may be planned now: not while the first window of its kind is out."""
         if self._pieces or not self._segments:
@@ -201,24 +212,6 @@ class Planner:
             self._cursor = self._segments[0].first_day if self._segments else None
         else:
             self._cursor = last + ONE_DAY
-
-
-class Listed:
-    """Windows planned beforehand (the history sweep's, see sweep.py), handed out as a Planner hands
-    out its own: all may be under way at once, and what they return sizes nothing (very late arrivals
-    of old days tell nothing of the days read now)."""
-
-    def __init__(self, windows: Iterable[Window]) -> None:
-        self._windows = collections.deque(windows)
-
-    def ready(self) -> bool:
-        return True
-
-    def next(self) -> Window | None:
-        return self._windows.popleft() if self._windows else None
-
-    def observe(self, window: Window, events: int, size: int) -> None:
-        """Nothing to learn (see the class docstring)."""
 
 
 def day_pieces(window: Window, count: int, timezone: str) -> list[Window]:

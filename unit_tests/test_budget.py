@@ -16,8 +16,9 @@ from fake_mixpanel import FakeMixpanel, generate_events
 from source_mixpanel_export.budget import ARRIVAL_MARGIN_SECONDS, HOUR_SECONDS, RateBudget
 from source_mixpanel_export.client import ExportClient
 from source_mixpanel_export.config import parse_config
+from source_mixpanel_export.plan import Plan
 from source_mixpanel_export.prefetch import fetch_in_order
-from source_mixpanel_export.windows import Planner, Segment
+from source_mixpanel_export.state import ExportState, sync_plan
 
 DAY = dt.date(2024, 3, 1)
 
@@ -103,8 +104,9 @@ def test_given_an_hourly_budget_when_windows_fetched_in_parallel_then_no_more_th
 
     budget.acquire = acquire  # type: ignore[method-assign]
     client = ExportClient(config, budget, clock.clock(), stop)
-    planner = Planner([Segment(DAY, DAY + dt.timedelta(days=6))], 1, 1000, "UTC")
-    downloads = list(fetch_in_order(planner, client.fetch, 3, lambda w, e: [], ()))
+    sync = sync_plan(config, ExportState(), DAY + dt.timedelta(days=6))
+    plan = Plan(sync, config, lambda: 0, logging.getLogger("test"))
+    downloads = list(fetch_in_order(plan, client.fetch, 3))
     stop.set()
     assert [d.window.first_day for d in downloads] == [DAY + dt.timedelta(days=i) for i in range(7)]
     assert len(small_fake.export_requests) == 7

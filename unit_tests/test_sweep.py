@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
+from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integration_tests.depth import examples
 from source_mixpanel_export.config import parse_config
-from source_mixpanel_export.state import ExportState, parse_state, sync_plan
+from source_mixpanel_export.plan import Plan
+from source_mixpanel_export.state import Checkpoints, ExportState, parse_state, sync_plan
 from source_mixpanel_export.sweep import (
     block_days,
     block_start,
@@ -20,7 +23,7 @@ from source_mixpanel_export.sweep import (
     sweep_windows,
     syncs_per_pass,
 )
-from source_mixpanel_export.windows import Listed, Planner, Window
+from source_mixpanel_export.windows import Planner, Window
 
 D = dt.date
 MS_DAY = 86_400_000
@@ -112,38 +115,34 @@ def test_given_fresh_state_when_completed_and_settled_then_whole_blocks_join_the
 
 
 # A model of many incremental syncs with the sweep, without HTTP: Mixpanel as (event day, processing
-# time) pairs; each window of a sync (planned by the real Planner, from the real sync_plan) returns
-# what was processed after its processed_after_ms and by the moment it was asked; the state moves as
-# stream.ExportReader moves it. Events arrive at any lateness, never during a sync.
+# time) pairs; each window of a sync (handed out by the real plan.Plan, from the real sync_plan) returns
+# what was processed after its processed_after_ms and by the moment it was asked; the state moves by
+# the real state.Checkpoints. Events arrive at any lateness, never during a sync.
 
 
 def _model_sync(cfg, state, events, now, kill_at, delivered):
-    """One modelled daily sync at `now` (ms): returns its last STATE, and how many windows it read."""
+    """One modelled daily sync at `now` (ms): returns its last STATE."""
     today = D(1970, 1, 1) + dt.timedelta(days=now // MS_DAY)
-    plan = sync_plan(cfg, state, today)
-    state = plan.state
-    fresh = Planner(plan.segments, cfg.date_window_size, cfg.window_target_events, "UTC")
-    watermark, number = None, 0
-    for sweeping, windows in ((False, iter(fresh.next, None)), (True, iter(Listed(plan.sweep).next, None))):
-        if sweeping and watermark is not None and plan.end >= plan.first:  # the fresh data's last STATE
-            state = state.checked(plan.first, plan.end, watermark).completed(plan.end, watermark).settled(cfg)
-        for window in windows:
-            if kill_at is not None and number == kill_at:
-                return state
-            asked = now + number * 1000
-            for index, (day, processed) in enumerate(events):
-                if window.first_day <= day <= window.last_day and processed <= asked:
-                    if window.processed_after_ms is None or processed > window.processed_after_ms:
-                        delivered.setdefault(index, []).append(now)
-            watermark = asked - 250 if watermark is None else min(watermark, asked - 250)
-            if sweeping:
-                state = state.checked(window.first_day, window.last_day, watermark)
-            else:
-                state = state.progressed(window.last_day, watermark)
-            number += 1
-    if not plan.sweep and watermark is not None and plan.end >= plan.first:
-        state = state.checked(plan.first, plan.end, watermark).completed(plan.end, watermark).settled(cfg)
-    return state
+    sync = sync_plan(cfg, state, today)
+    plan = Plan(sync, cfg, lambda: 10**6, logging.getLogger("model"))
+    checkpoints = Checkpoints(sync.state, True, cfg, plan)
+    written, number = sync.state, 0
+    while (window := plan.next()) is not None:
+        if kill_at is not None and number == kill_at:
+            return written
+        asked = now + number * 1000
+        count = 0
+        for index, (day, processed) in enumerate(events):
+            if window.first_day <= day <= window.last_day and processed <= asked:
+                if window.processed_after_ms is None or processed > window.processed_after_ms:
+                    delivered.setdefault(index, []).append(now)
+                    count += 1
+        plan.observe(window, SimpleNamespace(head=None, events=count, size=0))
+        if checkpoints.after(window, asked - 250):
+            written = checkpoints.state
+        number += 1
+    checkpoints.final()
+    return checkpoints.state
 
 
 @settings(max_examples=examples(25), deadline=None)
