@@ -4,8 +4,8 @@ Everything downstream takes a `Config`; nothing else reads the raw config dict. 
 Airbyte's official source-mixpanel is accepted unchanged: keys only it knows are ignored.
 
 A declaration (`setting(...)` on a dataclass field) holds a key's default, bounds, title and description,
-and the field's annotation its type. parse_config and the spec's JSON schema (spec.py) are made from the
-declarations. Pydantic's `Field(...)` would hold the same, but
+and the field's annotation its type. parse_config, the spec's JSON schema and the guide's configuration
+table (both in spec.py) are made from the declarations. Pydantic's `Field(...)` would hold the same, but
 its schema is not the spec's shape without rework (a title on every field, optional fields as
 `anyOf: [..., null]`, the credentials' oneOf as `$ref`s with a discriminator), its lax validation accepts
 what this parser refuses ("yes" as true, 30.0 as 30), and its errors would need translating anyway.

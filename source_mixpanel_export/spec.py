@@ -1,5 +1,5 @@
-"""The spec's form (the JSON schema `spec` shows), made from the declarations in config.py, so it cannot
-drift from the parser."""
+"""The settings as users see them: the spec's form (the JSON schema `spec` shows) and the guide's
+configuration table, both made from the declarations in config.py, so neither can drift from the parser."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from airbyte_cdk.models import ConnectorSpecification
 
-from .config import Config, declared
+from .config import Config, Setting, declared
 
 # The JSON type of a setting, from its field's annotation (or the `type` its schema names).
 _JSON_TYPES = {
@@ -64,3 +64,27 @@ def connector_specification() -> ConnectorSpecification:
         supportsIncremental=True,
     )
 
+
+def settings_table() -> str:
+    """The configuration table of docs/mixpanel-export.md (unit_tests/test_config.py keeps the two equal)."""
+    rows = ["| Field | Title | Default | Range | Meaning |", "| --- | --- | --- | --- | --- |"]
+    for key, _, s in declared(Config):
+        rows.append(_row(key, s))
+        for title, option in s.options.items():
+            rows += [_row(f"{key}.{sub}", declaration, f"**{title}**: ") for sub, _, declaration in declared(option)]
+    return "\n".join(rows) + "\n"
+
+
+def _row(key: str, s: Setting, prefix: str = "") -> str:
+    default = s.shown or (_text(s.default) if s.default is not MISSING else "required")
+    bounds = "–".join(_text(bound) for bound in s.bounds) if s.bounds else ""
+    return f"| `{key}` | {s.title} | {default} | {bounds} | {prefix}{s.description} |"
+
+
+def _text(value: Any) -> str:
+    """A default or a bound as the guide writes it: on/off, `US`, 1,000,000."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return f"`{value}`"
+    return f"{value:,}" if isinstance(value, int) or not value.is_integer() else f"{int(value):,}"

@@ -3,13 +3,14 @@
 import base64
 import datetime as dt
 import math
+from pathlib import Path
 
 import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_mixpanel_export.config import Config, ProjectSecret, ServiceAccount, declared, parse_config
-from source_mixpanel_export.spec import CONNECTION_SPECIFICATION
+from source_mixpanel_export.spec import CONNECTION_SPECIFICATION, settings_table
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 SA = {"option_title": "Service Account", "username": "u", "secret": "s3cret", "project_id": 7}
@@ -297,6 +298,14 @@ def test_credential_secrets_are_airbyte_secrets_and_kept_out_of_repr():
     assert service["required"] == ["username", "secret", "project_id"] and project["required"] == ["api_secret"]
     assert service["properties"]["secret"]["airbyte_secret"] and project["properties"]["api_secret"]["airbyte_secret"]
     assert "s3cret" not in repr(ServiceAccount("u", "s3cret", 7)) and "abc" not in repr(ProjectSecret("abc"))
+
+
+def test_guide_configuration_table_is_the_rendered_declarations():
+    """docs/mixpanel-export.md's configuration table is spec.settings_table(): paste its output there."""
+    guide = (Path(__file__).parents[1] / "docs" / "mixpanel-export.md").read_text(encoding="utf-8")
+    section = guide.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == settings_table()
 
 
 def test_given_start_today_and_end_within_a_year_when_parsed_then_accepted():
