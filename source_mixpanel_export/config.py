@@ -1,7 +1,14 @@
-"""The connector's settings: parsed and checked once into a frozen object that holds every default.
+"""The connector's settings, each declared once: on the field of the frozen object it is parsed into.
 
 Everything downstream takes a `Config`; nothing else reads the raw config dict. A config written for
 Airbyte's official source-mixpanel is accepted unchanged: keys only it knows are ignored.
+
+A declaration (`setting(...)` on a dataclass field) holds a key's default, bounds, title and description,
+and the field's annotation its type. parse_config, the spec's JSON schema and the guide's configuration
+table (both in spec.py) are made from the declarations. Pydantic's `Field(...)` would hold the same, but
+its schema is not the spec's shape without rework (a title on every field, optional fields as
+`anyOf: [..., null]`, the credentials' oneOf as `$ref`s with a discriminator), its lax validation accepts
+what this parser refuses ("yes" as true, 30.0 as 30), and its errors would need translating anyway.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -28,65 +35,60 @@ REGION_HOSTS = {
     "IN": "https://data-in.mixpanel.com",
 }
 EXPORT_PATH = "/api/2.0/export"
-
-# Defaults live here and only here; spec.py reads them from this table.
-DEFAULTS: dict[str, Any] = {
-    "region": "US",
-    "project_timezone": "UTC",
-    "legacy_local_time": False,
-    "date_window_size": 30,
-    "attribution_window": 5,
-    "export_lookback_window": 0,
-    "requests_per_hour": 60,
-    "requests_per_second": 3,
-    "max_concurrent_requests": 3,
-    "request_timeout_seconds": 900,
-    "max_retry_seconds": 1800,
-    "retry_initial_backoff_seconds": 2.0,
-    "skip_bad_lines": False,
-    "window_target_events": 1_000_000,
-    "history_sweep_requests": 2,
-    "default_start_days_ago": 365,
-}
-
-# Ranges live here and only here; spec.py copies them into the JSON schema. Each maximum is far above
-# any useful value but low enough that planning, sleeping and timeouts cannot overflow or stall.
 DAY_SECONDS = 86_400
-BOUNDS: dict[str, tuple[int | float, int | float]] = {
-    "date_window_size": (1, 366),  # days per request: a year at most
-    "attribution_window": (0, 366),  # days: a year of late arrivals at most
-    "export_lookback_window": (0, 7 * DAY_SECONDS),  # seconds: a week at most
-    "requests_per_hour": (1, 100_000),
-    "requests_per_second": (1, 100),
-    "max_concurrent_requests": (1, 100),  # Mixpanel allows 100 concurrent export queries
-    "request_timeout_seconds": (1, DAY_SECONDS),  # a day of silence at most
-    "max_retry_seconds": (0, 7 * DAY_SECONDS),  # a week of retries per window at most
-    "retry_initial_backoff_seconds": (0, 3600),  # an hour at most
-    "window_target_events": (1, 100_000_000),  # events per request: 100M is ~50 GB of JSON
-    "history_sweep_requests": (0, 60),  # per sync: an hour of Mixpanel's budget at most
-}
 # Mixpanel was launched in 2009: no project holds events before it, and an older date is a typo.
 FIRST_DATE = dt.date(2009, 1, 1)
 END_DATE_AHEAD = dt.timedelta(days=366)  # end_date may lie this far after today (syncs stop at today)
-MAX_PROJECT_ID = 2**63 - 1
-CREDENTIAL_KINDS = ("Service Account", "Project Secret")
+DEFAULT_START_DAYS = 365  # without start_date a sync starts this many days ago, like the official connector's
+PROJECT_ID_BOUNDS = (1, 2**63 - 1)  # Mixpanel's ids are 64-bit
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+_DATE_RE = re.compile(DATE_PATTERN, re.ASCII)
 _LOOPBACK_NAMES = ("localhost",)
 _HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
 
-_DATE_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}"
-    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$",
-    re.ASCII,
-)
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key as the spec's form, the guide and the parser know it; its type is its field's.
+
+    A key with neither a default nor `shown` is required. The default is not the dataclass field's own, so a
+    key parse_config does not fill in fails every parse at once instead of keeping its default unseen.
+    """
+
+    title: str
+    description: str
+    default: Any = MISSING
+    bounds: tuple[int | float, int | float] | None = None  # (minimum, maximum), both allowed
+    key: str | None = None  # the config key, when the field is named otherwise
+    shown: str | None = None  # a default that is no fixed value, in words ("today")
+    options: Mapping[str, type] = field(default_factory=dict)  # an object's shapes, by option_title (oneOf)
+    schema: Mapping[str, Any] = field(default_factory=dict)  # more JSON-schema keywords: enum, pattern, ...
+
+
+def setting(title: str, default: Any = MISSING, **declared: Any) -> Any:
+    """A dataclass field that declares a config key (the keywords are Setting's fields); a secret, one whose
+    schema says `airbyte_secret`, is kept out of the repr too."""
+    declaration = Setting(title, default=default, **declared)
+    return field(repr=not declaration.schema.get("airbyte_secret"), metadata={"setting": declaration})
+
+
+def declared(cls: type) -> list[tuple[str, Field[Any], Setting]]:
+    """The keys a dataclass declares, in order: (config key, field, declaration)."""
+    found = [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
+    return [(s.key or f.name, f, s) for f, s in found]
 
 
 @dataclass(frozen=True)
 class ServiceAccount:
     """Recommended credentials: a Mixpanel service account, which also names the project."""
 
-    username: str
-    secret: str = field(repr=False)
-    project_id: int
+    username: str = setting(
+        "Username", description="Service account user name (Organization Settings > Service Accounts)."
+    )
+    secret: str = setting("Secret", description="The service account's secret.", schema={"airbyte_secret": True})
+    project_id: int = setting(
+        "Project ID", bounds=PROJECT_ID_BOUNDS, description="Your project's id (Project Settings > Overview)."
+    )
 
     def basic_auth(self) -> tuple[str, str]:
         """The (user, password) pair for HTTP Basic auth."""
@@ -97,8 +99,11 @@ class ServiceAccount:
 class ProjectSecret:
     """Deprecated credentials (Mixpanel retires them on 2027-03-03): the project's API secret."""
 
-    api_secret: str = field(repr=False)
-    project_id: int | None = None
+    api_secret: str = setting(
+        "Project Secret", description="The project's API secret (Project Settings > Overview).",
+        schema={"airbyte_secret": True},
+    )
+    project_id: int | None = None  # not in the form: configs of the official connector may hold it
 
     def basic_auth(self) -> tuple[str, str]:
         """The secret is the user name and the password is empty."""
@@ -106,34 +111,134 @@ class ProjectSecret:
 
 
 Credentials = ServiceAccount | ProjectSecret
+CREDENTIAL_OPTIONS: dict[str, type] = {"Service Account": ServiceAccount, "Project Secret": ProjectSecret}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
-    """Every setting the connector acts on, validated and with defaults filled in."""
+    """Every setting the connector acts on, validated and with defaults filled in.
 
-    credentials: Credentials
-    region: str
-    base_url: str
-    start: dt.datetime  # UTC instant
+    The fields declared with `setting` are the config keys, in the order of the spec's form. Each maximum
+    is far above any useful value but low enough that planning, sleeping and timeouts cannot overflow or stall.
+    """
+
+    credentials: Credentials = setting(
+        "Authentication", options=CREDENTIAL_OPTIONS, schema={"type": "object"},
+        description="A service account (recommended) or the project's API secret (deprecated by Mixpanel, "
+        "retired on 2027-03-03).",
+    )
+    region: str = setting(
+        "Data residency", "US", schema={"enum": list(REGION_HOSTS)},
+        description="Where the project's data lives (Project Settings > Overview > Data Residency): `US` "
+        "(data.mixpanel.com), `EU` (data-eu.mixpanel.com) or `IN` (data-in.mixpanel.com), in any case "
+        "(`eu` is `EU`).",
+    )
+    start: dt.datetime = setting(  # a UTC instant
+        "Start date", key="start_date", shown=f"{DEFAULT_START_DAYS} days ago",
+        schema={"type": "string", "pattern": DATE_PATTERN, "examples": ["2024-01-01", "2024-01-01T00:00:00Z"]},
+        description="The first day of events to replicate, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`, from "
+        f"{FIRST_DATE} (Mixpanel's launch) to today. With a time of day, events of that first day before "
+        "it are left out.",
+    )
     start_has_time: bool  # a start_date with a time of day: events before it are dropped
-    end_day: dt.date | None  # inclusive, in the request timezone; None = today
-    project_timezone: str
-    legacy_local_time: bool
-    date_window_size: int
-    attribution_window: int
-    export_lookback_window: int
-    events: tuple[str, ...] = ()
-    where: str | None = None
-    requests_per_hour: int = DEFAULTS["requests_per_hour"]
-    requests_per_second: int = DEFAULTS["requests_per_second"]
-    max_concurrent_requests: int = DEFAULTS["max_concurrent_requests"]
-    request_timeout_seconds: float = DEFAULTS["request_timeout_seconds"]
-    max_retry_seconds: float = DEFAULTS["max_retry_seconds"]
-    retry_initial_backoff_seconds: float = DEFAULTS["retry_initial_backoff_seconds"]
-    skip_bad_lines: bool = DEFAULTS["skip_bad_lines"]
-    window_target_events: int = DEFAULTS["window_target_events"]
-    history_sweep_requests: int = DEFAULTS["history_sweep_requests"]
+    end_day: dt.date | None = setting(  # inclusive, in the request timezone
+        "End date", None, key="end_date", shown="today",
+        schema={"type": "string", "pattern": DATE_PATTERN, "examples": ["2024-12-31"]},
+        description=f"The last day of events to replicate (inclusive), from {FIRST_DATE} to a year after "
+        "today. Leave it empty for a connection that keeps up with new data.",
+    )
+    project_timezone: str = setting(
+        "Project timezone", "UTC", schema={"examples": ["UTC", "US/Pacific", "Europe/Berlin"]},
+        description="The 'Timezone' shown in Mixpanel's Project Settings > Overview, as an IANA name (e.g. "
+        "US/Pacific, Europe/Berlin). Used only when 'Project created before 2023' (`legacy_local_time`) is "
+        "on. If that timezone was ever changed, events ingested before the change keep the old offset.",
+    )
+    legacy_local_time: bool = setting(
+        "Project created before 2023 (times stored in project timezone)", False,
+        description="Look at 'Date Created' in Mixpanel's Project Settings > Overview. Created before "
+        "1 January 2023: turn this on and set Project timezone - Mixpanel reads export dates in that "
+        "timezone and stores event times as its local time, which the connector converts to true UTC. "
+        "Created since: leave off (dates and times are UTC). `check` tells you if this looks wrong.",
+    )
+    date_window_size: int = setting(
+        "Days per request", 30, bounds=(1, 366),  # a year at most
+        description="How many days of events one export request asks for. A window Mixpanel cannot answer "
+        "in time is split automatically (down to one hour).",
+    )
+    attribution_window: int = setting(
+        "Attribution window (days)", 5, bounds=(0, 366),  # a year of late arrivals at most
+        description="Events Mixpanel processes up to this many days after they happened are picked up by the "
+        "next incremental sync, which re-reads those days keeping only events processed since the previous "
+        "sync. Mixpanel's `/track` accepts events up to 5 days old; raise it if you `/import` older events.",
+    )
+    export_lookback_window: int = setting(
+        "Lookback (seconds)", 0, bounds=(0, 7 * DAY_SECONDS),  # a week at most
+        description="Extra safety margin subtracted from the incremental watermark, for events Mixpanel "
+        "makes visible late. 0 is right for most projects.",
+    )
+    events: tuple[str, ...] = setting(
+        "Events", (), shown="all events", schema={"items": {"type": "string"}},
+        description="Only export these event names.",
+    )
+    where: str | None = setting(
+        "Filter expression", None, shown="no filter", schema={"examples": ['properties["$os"] == "iOS"']},
+        description="A Mixpanel [segmentation expression](https://developer.mixpanel.com/reference/"
+        'segmentation-expressions) events must match, e.g. `properties["$os"] == "iOS"`.',
+    )
+    base_url: str = setting(  # scheme://host[:port]
+        "API base URL (advanced)", key="api_base_url", shown="the region's host",
+        description="Overrides `scheme://host[:port]` of every request (a corporate proxy, a test server); "
+        "no path. https:// is required except for this machine (localhost, 127.0.0.0/8, ::1).",
+    )
+    requests_per_hour: int = setting(
+        "Export queries per hour", 60, bounds=(1, 100_000),
+        description="Export queries this connection sends per hour. Mixpanel allows 60 per project; raise "
+        "it only if your plan allows more.",
+    )
+    requests_per_second: int = setting(
+        "Export queries per second", 3, bounds=(1, 100),
+        description="Export queries per second. Mixpanel allows 3 per project.",
+    )
+    max_concurrent_requests: int = setting(
+        "Concurrent requests", 3, bounds=(1, 100),  # Mixpanel allows 100 concurrent export queries
+        description="Windows downloaded at once, ahead of the one being emitted. Each is held on local disk "
+        "until emitted.",
+    )
+    request_timeout_seconds: float = setting(
+        "Read timeout (seconds)", 900, bounds=(1, DAY_SECONDS),  # a day of silence at most
+        description="How long a response may stay silent before the attempt is retried.",
+    )
+    max_retry_seconds: float = setting(
+        "Retry budget per window (seconds)", 1800, bounds=(0, 7 * DAY_SECONDS),  # a week of retries at most
+        description="How long one window may keep failing (429, 5xx, cut-off responses) before the sync "
+        "stops with an error. Everything delivered before is checkpointed.",
+    )
+    retry_initial_backoff_seconds: float = setting(
+        "First retry wait (seconds)", 2.0, bounds=(0, 3600),  # an hour at most
+        description="The first wait of the exponential backoff (doubles each attempt, capped at 5 minutes). "
+        "A `Retry-After` header of more than 0 seconds takes precedence (0, negative or a past date: the "
+        "backoff).",
+    )
+    skip_bad_lines: bool = setting(
+        "Skip lines that are not JSON", False,
+        description="Off: a line Mixpanel sends that is not a JSON event (after one retry of its window) "
+        "fails the sync. On: such lines are counted, logged and skipped.",
+    )
+    window_target_events: int = setting(
+        "Events per request (advanced)", 1_000_000, bounds=(1, 100_000_000),  # 100M events: ~50 GB of JSON
+        description="About how many events one export request should return. Days are grouped into "
+        "requests, or one day is cut into pieces, by the volume the requests so far returned, up to 'Days "
+        "per request'. Lower it if windows take too long or too much temporary disk (about a tenth of "
+        "their JSON size each).",
+    )
+    history_sweep_requests: int = setting(
+        "History sweep requests per sync", 2, bounds=(0, 60),  # an hour of Mixpanel's budget at most
+        description="Incremental syncs spend this many extra export requests re-reading older, already "
+        "synced days for events that arrived later than the attribution window (imports, devices offline "
+        "for weeks), oldest-checked days first, in blocks of (Days per request - Attribution window - 1, "
+        "at least 1) days: a sweep of all history takes about (history days / block days) / this many "
+        "syncs. 0 turns the sweep off. Skipped when the hourly budget is short.",
+    )
 
     @property
     def export_url(self) -> str:
@@ -194,6 +299,10 @@ class Config:
         return sorted((f for f in forms if f), key=lambda f: (-len(f), f))
 
 
+DEFAULTS: dict[str, Any] = {key: s.default for key, _, s in declared(Config) if s.default is not MISSING}
+_PLAIN_TYPES = ("int", "float", "bool")  # parsed alike (_plain), from their declaration alone
+
+
 def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Config:
     """Validate a raw config dict; raise a config error that names the offending field.
 
@@ -204,8 +313,12 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
     moment = pendulum.instance(now or clock.utc_now())
     region = _region(raw.get("region"))
     timezone = _timezone(raw.get("project_timezone"))
-    legacy = _boolean(raw, "legacy_local_time")
-    request_tz = timezone if legacy else "UTC"
+    plain = {
+        f.name: _plain(raw.get(key), key, f.type, s.bounds, s.default)
+        for key, f, s in declared(Config)
+        if f.type in _PLAIN_TYPES
+    }
+    request_tz = timezone if plain["legacy_local_time"] else "UTC"
     today = moment.in_timezone(request_tz).date()
     start, start_has_time = _start(raw.get("start_date"), today, request_tz)
     if start > moment:
@@ -217,27 +330,42 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
     return Config(
         credentials=_credentials(raw),
         region=region,
-        base_url=_base_url(raw.get("api_base_url"), region),
         start=start,
         start_has_time=start_has_time,
         end_day=end_day,
         project_timezone=timezone,
-        legacy_local_time=legacy,
-        date_window_size=_integer(raw, "date_window_size"),
-        attribution_window=_integer(raw, "attribution_window"),
-        export_lookback_window=_integer(raw, "export_lookback_window"),
         events=_events(raw.get("events")),
         where=_where(raw.get("where")),
-        requests_per_hour=_integer(raw, "requests_per_hour"),
-        requests_per_second=_integer(raw, "requests_per_second"),
-        max_concurrent_requests=_integer(raw, "max_concurrent_requests"),
-        request_timeout_seconds=_number(raw, "request_timeout_seconds"),
-        max_retry_seconds=_number(raw, "max_retry_seconds"),
-        retry_initial_backoff_seconds=_number(raw, "retry_initial_backoff_seconds"),
-        skip_bad_lines=_boolean(raw, "skip_bad_lines"),
-        window_target_events=_integer(raw, "window_target_events"),
-        history_sweep_requests=_integer(raw, "history_sweep_requests"),
+        base_url=_base_url(raw.get("api_base_url"), region),
+        **plain,
     )
+
+
+def _plain(value: Any, key: str, kind: Any, bounds: Any = None, default: Any = None) -> Any:
+    """true or false (kind "bool"), or a number within `bounds`: for "int" a whole number (a JSON number, or a
+    string of digits as older configs have), for "float" a finite one (NaN or infinity would disable a
+    timeout or a retry limit). `default` when the key is absent."""
+    if value is None:
+        value = default
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise config_error(f"{key} must be true or false, got {_shown(value)}.")
+    else:
+        minimum, maximum = bounds
+        if kind == "int" and isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int if kind == "int" else int | float):
+            what = "a whole number" if kind == "int" else "a number"
+            raise config_error(f"{key} must be {what} between {minimum} and {maximum}, got {_shown(value)}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise config_error(f"{key} must be a finite number between {minimum} and {maximum}, got {value}.")
+        if not minimum <= value <= maximum:
+            raise config_error(f"{key} must be between {minimum} and {maximum}, got {_shown(value)}.")
+    return float(value) if kind == "float" else value
+
+
+def _project_id(value: Any) -> int:
+    return int(_plain(value, "credentials.project_id", "int", PROJECT_ID_BOUNDS))
 
 
 def _credentials(raw: Mapping[str, Any]) -> Credentials:
@@ -248,7 +376,7 @@ def _credentials(raw: Mapping[str, Any]) -> Credentials:
     kind = creds.get("option_title")
     if kind in (None, ""):
         kind = "Project Secret" if "api_secret" in creds else "Service Account"
-    if kind not in CREDENTIAL_KINDS:
+    if kind not in CREDENTIAL_OPTIONS:
         raise config_error(
             f"credentials.option_title must be 'Service Account' or 'Project Secret', got {_shown(kind)}."
         )
@@ -284,25 +412,12 @@ def _sendable(value: Any, key: str, hint: str) -> str:
     return value
 
 
-def _project_id(value: Any) -> int:
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, str) and value.strip().isascii() and value.strip().isdigit())
-    ):
-        raise config_error(f"credentials.project_id must be a whole number, got {_shown(value)}.")
-    if isinstance(value, str) and len(value.strip()) > 19:
-        raise config_error(f"credentials.project_id is too large, got {_shown(value)}.")
-    number = int(value)
-    if not 0 < number <= MAX_PROJECT_ID:
-        raise config_error(f"credentials.project_id must be a positive whole number, got {_shown(number)}.")
-    return number
-
-
 def _region(value: Any) -> str:
     if value in (None, ""):
         return DEFAULTS["region"]
     region = value.upper() if isinstance(value, str) else ""
     if region not in REGION_HOSTS:
-        raise config_error(f"region must be one of US, EU, IN; got {_shown(value)}.")
+        raise config_error(f"region must be one of {', '.join(REGION_HOSTS)}; got {_shown(value)}.")
     return region
 
 
@@ -406,7 +521,7 @@ def _start(value: Any, today: dt.date, timezone: str) -> tuple[dt.datetime, bool
     A legacy project's dates are its own days, so `2024-03-08` must not become 2024-03-07 in US/Pacific.
     """
     if value in (None, ""):
-        return _midnight(today - dt.timedelta(days=DEFAULTS["default_start_days_ago"]), timezone), False
+        return _midnight(today - dt.timedelta(days=DEFAULT_START_DAYS), timezone), False
     moment, has_time = _parse_moment(value, "start_date", today + dt.timedelta(days=1))
     if has_time and (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
         return moment, True
@@ -430,45 +545,6 @@ def _end_day(value: Any, timezone: str, today: dt.date) -> dt.date | None:
     if day > latest:
         raise config_error(f"end_date ({day}) lies too far in the future (at most {latest}).")
     return day
-
-
-def _integer(raw: Mapping[str, Any], key: str) -> int:
-    """A whole number within BOUNDS[key] (a JSON number, or a string of digits as older configs have)."""
-    minimum, maximum = BOUNDS[key]
-    value = raw.get(key)
-    if value is None:
-        return int(DEFAULTS[key])
-    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise config_error(f"{key} must be a whole number between {minimum} and {maximum}, got {_shown(value)}.")
-    if not minimum <= value <= maximum:
-        raise config_error(f"{key} must be between {minimum} and {maximum}, got {_shown(value)}.")
-    return value
-
-
-def _number(raw: Mapping[str, Any], key: str) -> float:
-    """A finite number within BOUNDS[key]: NaN or infinity would disable a timeout or a retry limit."""
-    minimum, maximum = BOUNDS[key]
-    value = raw.get(key)
-    if value is None:
-        return float(DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise config_error(f"{key} must be a number between {minimum} and {maximum}, got {_shown(value)}.")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise config_error(f"{key} must be a finite number between {minimum} and {maximum}, got {value}.")
-    if not minimum <= value <= maximum:
-        raise config_error(f"{key} must be between {minimum} and {maximum}, got {_shown(value)}.")
-    return float(value)
-
-
-def _boolean(raw: Mapping[str, Any], key: str) -> bool:
-    value = raw.get(key)
-    if value is None:
-        return bool(DEFAULTS[key])
-    if not isinstance(value, bool):
-        raise config_error(f"{key} must be true or false, got {_shown(value)}.")
-    return value
 
 
 def _events(value: Any) -> tuple[str, ...]:

@@ -3,13 +3,14 @@
 import base64
 import datetime as dt
 import math
+from pathlib import Path
 
 import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_mixpanel_export.config import BOUNDS, DEFAULTS, ProjectSecret, ServiceAccount, parse_config
-from source_mixpanel_export.spec import CONNECTION_SPECIFICATION
+from source_mixpanel_export.config import Config, ProjectSecret, ServiceAccount, declared, parse_config
+from source_mixpanel_export.spec import CONNECTION_SPECIFICATION, settings_table
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 SA = {"option_title": "Service Account", "username": "u", "secret": "s3cret", "project_id": 7}
@@ -260,14 +261,51 @@ def test_given_secret_with_spaces_when_forms_listed_then_both_url_encodings():
     assert "a%20b%2Fc" in forms and "a+b%2Fc" in forms
 
 
-def test_spec_ranges_and_defaults_are_the_parsers():
-    """The JSON schema carries exactly config.BOUNDS and config.DEFAULTS for every number setting."""
+BOUNDED = [(key, f.type, s.bounds) for key, f, s in declared(Config) if s.bounds]
+
+
+@pytest.mark.parametrize("key,kind,bounds", BOUNDED, ids=[key for key, _, _ in BOUNDED])
+def test_given_declared_bounds_when_parsed_then_both_ends_pass_and_beyond_them_fails(key, kind, bounds):
+    """A declared range is the parser's: its ends are accepted, a step beyond either names the key."""
+    minimum, maximum = bounds
+    step = 1 if kind == "int" else 0.5
+    assert getattr(parse_config(config(**{key: minimum}), now=NOW), key) == minimum
+    assert getattr(parse_config(config(**{key: maximum}), now=NOW), key) == maximum
+    for beyond in (minimum - step, maximum + step):
+        assert error_of(config(**{key: beyond})) == f"{key} must be between {minimum} and {maximum}, got {beyond!r}."
+
+
+def test_given_no_settings_when_parsed_then_each_attribute_is_the_spec_default():
+    """What the form shows as a default is what a config without the key gets."""
+    cfg = parse_config(config(), now=NOW)
+    defaults = {key: p["default"] for key, p in CONNECTION_SPECIFICATION["properties"].items() if "default" in p}
+    assert {key: getattr(cfg, key) for key in defaults} == defaults
+
+
+def test_spec_keys_are_the_declared_keys_in_form_order():
+    """Every declared key is in the spec, numbered in declaration order; only credentials is required."""
     properties = CONNECTION_SPECIFICATION["properties"]
-    for key, (minimum, maximum) in BOUNDS.items():
-        assert (properties[key]["minimum"], properties[key]["maximum"]) == (minimum, maximum), key
-        assert properties[key]["default"] == DEFAULTS[key]
-        parse_config(config(**{key: maximum}), now=NOW)
-        parse_config(config(**{key: minimum}), now=NOW)
+    assert list(properties) == [key for key, _, _ in declared(Config)]
+    assert [p["order"] for p in properties.values()] == list(range(len(properties)))
+    assert CONNECTION_SPECIFICATION["required"] == ["credentials"]
+    for key in properties:
+        assert properties[key]["type"] in ("integer", "number", "boolean", "string", "array", "object"), key
+
+
+def test_credential_secrets_are_airbyte_secrets_and_kept_out_of_repr():
+    """Both secrets are masked by the CDK (airbyte_secret) and never printed by a repr."""
+    service, project = CONNECTION_SPECIFICATION["properties"]["credentials"]["oneOf"]
+    assert service["required"] == ["username", "secret", "project_id"] and project["required"] == ["api_secret"]
+    assert service["properties"]["secret"]["airbyte_secret"] and project["properties"]["api_secret"]["airbyte_secret"]
+    assert "s3cret" not in repr(ServiceAccount("u", "s3cret", 7)) and "abc" not in repr(ProjectSecret("abc"))
+
+
+def test_guide_configuration_table_is_the_rendered_declarations():
+    """docs/mixpanel-export.md's configuration table is spec.settings_table(): paste its output there."""
+    guide = (Path(__file__).parents[1] / "docs" / "mixpanel-export.md").read_text(encoding="utf-8")
+    section = guide.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == settings_table()
 
 
 def test_given_start_today_and_end_within_a_year_when_parsed_then_accepted():
