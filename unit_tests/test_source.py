@@ -64,9 +64,8 @@ def people(monkeypatch):
 def test_given_the_source_when_discovered_then_one_stream_per_definition():
     """Discover lists the definitions: name, schema, primary key, cursor field."""
     discovered = SourceMixpanelExport().discover(LOGGER, CONFIG)
-    assert [(s.name, s.json_schema, s.source_defined_primary_key, s.default_cursor_field) for s in discovered.streams] == [
-        (d.name, d.schema, d.primary_key, d.cursor_field) for d in STREAMS
-    ]
+    shown = [(s.name, s.json_schema, s.source_defined_primary_key, s.default_cursor_field) for s in discovered.streams]
+    assert shown == [(d.name, d.schema, d.primary_key, d.cursor_field) for d in STREAMS]
 
 
 def test_given_another_stream_when_read_then_its_reader_gets_its_state_and_its_records_and_statuses_name_it(people):
@@ -120,7 +119,7 @@ def test_given_a_bad_export_state_when_read_then_the_config_error_names_export_b
     assert info.value.message.startswith("The saved state of stream 'export' cannot be used: version 99")
 
 
-def test_given_a_state_refused_while_reading_when_read_then_incomplete_and_the_error_names_that_stream(monkeypatch, people):
+def test_given_a_state_refused_while_reading_when_read_then_incomplete_and_the_error_names_it(monkeypatch, people):
     """A refusal that comes once the stream has started (as state.bind's does) is named too, after INCOMPLETE."""
 
     def refusing_later(config, logger, mode, raw_state, stop):
