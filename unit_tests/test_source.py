@@ -134,3 +134,11 @@ def test_given_a_state_refused_while_reading_when_read_then_incomplete_and_the_e
     assert info.value.message.startswith("The saved state of stream 'people' was written for region 'EU'")
     statuses = [m.trace.stream_status.status.value for m in messages if m.type == Type.TRACE]
     assert statuses == ["STARTED", "RUNNING", "INCOMPLETE"]
+
+
+def test_given_another_stream_defined_when_discovered_then_it_is_listed_from_its_definition(people):
+    """Discover shows any definition: a stream without a cursor field is offered in full refresh only."""
+    (shown,) = SourceMixpanelExport().discover(LOGGER, CONFIG).streams
+    assert (shown.name, shown.json_schema, shown.source_defined_primary_key) == ("people", {"type": "object"},
+                                                                              [["distinct_id"]])
+    assert [mode.value for mode in shown.supported_sync_modes] == ["full_refresh"]
