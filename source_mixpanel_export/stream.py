@@ -300,7 +300,7 @@ class ExportStream(Stream):
 
     @property
     def supports_incremental(self) -> bool:
-        return True
+        return bool(self._definition.cursor_field)
 
     @property
     def cursor_field(self) -> list[str]:
