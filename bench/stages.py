@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from fake_mixpanel import generate_events
 from source_mixpanel_export.body import Spill, SpillMeter
+from source_mixpanel_export.catalog import EXPORT
 from source_mixpanel_export.lines import iter_line_batches, parse_line
 from source_mixpanel_export.records import Tally, make_builder, records_of_lines
 from source_mixpanel_export.writer import MessageWriter
@@ -52,7 +53,9 @@ def stages(spill: Spill) -> list[tuple[str, Callable[[], None]]]:
         with open(os.devnull, "wb") as out:
             writer = MessageWriter(out)
             for lines, exact in iter_line_batches(spill.chunks()):
-                writer.records(records_of_lines(lines, exact, build, Tally()))
+                batch = records_of_lines(lines, exact, build, Tally())
+                batch.stream = EXPORT.name  # as SourceMixpanelExport.read_items names it
+                writer.records(batch)
             writer.flush()
 
     return [

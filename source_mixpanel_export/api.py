@@ -1,4 +1,11 @@
-"""The export API's requests: the query of a window, the one HTTP session, the one GET, its deadline.
+"""Mixpanel's HTTP APIs: where each answers, the export query of a window, the one HTTP session, the
+one GET, its deadline.
+
+Each API path is an `Endpoint` with its host per data-residency region: the Raw Event Export API on
+data.mixpanel.com / data-eu.mixpanel.com / data-in.mixpanel.com, the Query API (engage: people
+profiles) on mixpanel.com / eu.mixpanel.com / in.mixpanel.com. `api_base_url` replaces the scheme and
+host of every API: one base URL serves all their paths (a proxy that routes them, the fake server).
+A stream names its endpoint in its definition (catalog.StreamDef); this module names no stream.
 
 `check` and the read send their requests through `export_get`, so both honour proxies
 (HTTP(S)_PROXY, NO_PROXY) and REQUESTS_CA_BUNDLE as requests does, and both refuse redirects: a
@@ -18,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -34,6 +42,38 @@ USER_AGENT = "source-mixpanel-export (Airbyte connector)"
 MIN_BYTES_PER_SECOND = 16 * 1024
 WATCH_SECONDS = 0.5  # how often a deadline is looked at
 _attempt = threading.local()  # the Deadline of the attempt this thread is making
+EXPORT_HOSTS = {"US": "data.mixpanel.com", "EU": "data-eu.mixpanel.com", "IN": "data-in.mixpanel.com"}
+QUERY_HOSTS = {"US": "mixpanel.com", "EU": "eu.mixpanel.com", "IN": "in.mixpanel.com"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One Mixpanel API path, and the host that serves it in each data-residency region (by region code).
+
+    Example: `EXPORT_ENDPOINT.url(config)` is `https://data-eu.mixpanel.com/api/2.0/export` for region EU,
+    and `http://127.0.0.1:8765/api/2.0/export` with that api_base_url, whatever the region.
+    """
+
+    path: str
+    hosts: Mapping[str, str]
+
+    def url(self, config: Config) -> str:
+        """Where this endpoint answers for `config`: api_base_url's scheme and host, else the region's host,
+        then the path."""
+        return (_override(config) or f"https://{self.hosts[config.region]}") + self.path
+
+
+EXPORT_ENDPOINT = Endpoint("/api/2.0/export", EXPORT_HOSTS)  # the Raw Event Export API (GET, JSON Lines)
+ENGAGE_ENDPOINT = Endpoint("/api/query/engage", QUERY_HOSTS)  # the Query API's people profiles (POST, JSON)
+
+
+def _override(config: Config) -> str | None:
+    """api_base_url as `scheme://host[:port]`, or None when the config leaves Mixpanel's hosts in place.
+
+    Config keeps the export API's base URL only (`base_url`: api_base_url, else the region's export
+    host), so an override is a base_url other than the region's export host.
+    """
+    return None if config.base_url == f"https://{EXPORT_HOSTS[config.region]}" else config.base_url
 
 
 class Deadline:
@@ -152,7 +192,7 @@ def export_get(
     """One export request, streamed; a 3xx comes back as the response (see the module docstring).
     Make it inside `with deadline(...)` so that it cannot be held forever."""
     response = session.get(
-        config.export_url,
+        EXPORT_ENDPOINT.url(config),
         params=dict(params),
         auth=config.credentials.basic_auth(),
         stream=True,

@@ -24,8 +24,6 @@ import pendulum
 
 from .lines import exact_loads, iter_line_batches
 
-STREAM_NAME = "export"
-RECORD_PREFIX = b'{"type":"RECORD","record":{"stream":"' + STREAM_NAME.encode() + b'","data":'
 _INT64_MIN, _UINT64_END = -(2**63), 2**64  # the integers orjson writes
 PRIMARY_KEY = [["event_id"]]
 CURSOR_FIELD = ["time"]
@@ -109,11 +107,21 @@ Records = list[dict[str, Any]]
 @dataclass
 class Batch:
     """The records of a batch of lines, and, when every line gave one record, the lines and their
-    parsed events (for `record_bytes`, which takes the properties' bytes from the line)."""
+    parsed events (for `record_bytes`, which takes the properties' bytes from the line).
+
+    `stream` is the name of the stream the records belong to: the source sets it before the batch
+    is written (the writer refuses a batch without one)."""
 
     records: Records
     events: list[Any] | None = None
     lines: list[bytes] | None = None
+    stream: str | None = None
+
+    def stream_name(self) -> str:
+        """The stream the records belong to; a batch that names none must not be written (a bug)."""
+        if self.stream is None:
+            raise ValueError("a batch of records names no stream (Batch.stream): the source sets it")
+        return self.stream
 
 
 def window_records(chunks: Iterable[bytes], build: Build, tally: Tally) -> Iterator[Batch]:
@@ -392,8 +400,17 @@ def record_json(data: dict[str, Any]) -> bytes:
         return lossless_json(data)
 
 
-def record_lines(bodies: list[bytes], emitted_at_ms: int) -> bytes:
-    """RECORD lines around record data already in JSON, all with the same `emitted_at`.
+def record_prefix(stream: str) -> bytes:
+    """What a RECORD line of `stream` holds before its data: build it once per stream, for `record_lines`.
+
+    Example: `record_prefix("export")` is `{"type":"RECORD","record":{"stream":"export","data":`, the
+    CDK's bytes (the name is written as JSON, so any name gives a valid line)."""
+    return b'{"type":"RECORD","record":{"stream":' + orjson.dumps(stream) + b',"data":'
+
+
+def record_lines(prefix: bytes, bodies: list[bytes], emitted_at_ms: int) -> bytes:
+    """RECORD lines around record data already in JSON, all of one stream (its `record_prefix`) and
+    with the same `emitted_at`.
 
     One join, no concatenation after it: each copy of a megabyte of output cost ~0.4 µs a record
     (fresh pages for every large buffer), more than the join itself.
@@ -402,8 +419,8 @@ def record_lines(bodies: list[bytes], emitted_at_ms: int) -> bytes:
         return b""
     end = b',"emitted_at":%d}}\n' % emitted_at_ms
     if len(bodies) == 1:
-        return RECORD_PREFIX + bodies[0] + end
-    return (end + RECORD_PREFIX).join([RECORD_PREFIX + bodies[0], *bodies[1:-1], bodies[-1] + end])
+        return prefix + bodies[0] + end
+    return (end + prefix).join([prefix + bodies[0], *bodies[1:-1], bodies[-1] + end])
 
 
 def now_ms() -> int:

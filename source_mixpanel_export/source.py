@@ -1,4 +1,10 @@
-"""The Airbyte source: spec, check, discover and read for one stream, `export`."""
+"""The Airbyte source: spec, check, discover and read over the streams catalog.STREAMS defines.
+
+Discover lists the definitions; read takes the catalog's entries (catalog.configured_streams) and
+hands each to its stream's reader in READERS, with that stream's state. What is the same for every
+stream happens here: picking its state, its STREAM_STATUS traces, naming its records (Batch.stream)
+and naming it in a state refusal (state.StateRefused). Today the one stream is `export`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from airbyte_cdk.models import (
@@ -17,6 +24,7 @@ from airbyte_cdk.models import (
     AirbyteStateMessageSerializer,
     AirbyteStreamStatus,
     ConfiguredAirbyteCatalog,
+    ConfiguredAirbyteStream,
     ConnectorSpecification,
     Status,
     SyncMode,
@@ -28,12 +36,12 @@ from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets,
 from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_status_message
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from .catalog import configured_export
+from .catalog import EXPORT, STREAMS, StreamDef, configured_streams
 from .check import run_check
 from .config import Config, parse_config
-from .records import STREAM_NAME, Batch
+from .records import Batch
 from .spec import CONNECTION_SPECIFICATION, connector_specification
-from .state import parse_state, state_file_entries, stream_state_of
+from .state import StateRefused, parse_state, state_file_entries, stream_state_of
 from .stream import ExportReader, ExportStream, Item
 
 
@@ -86,8 +94,9 @@ class SourceMixpanelExport(AbstractSource):
         return run_check(parsed, logger)
 
     def streams(self, config: Mapping[str, Any]) -> list[Stream]:
-        """The one stream, `export`."""
-        return [ExportStream(self._parse(config))]
+        """A stream per definition in catalog.STREAMS, for discover (reading goes through read_items)."""
+        parsed = self._parse(config)
+        return [ExportStream(parsed, definition) for definition in STREAMS]
 
     def read(
         self,
@@ -99,7 +108,7 @@ class SourceMixpanelExport(AbstractSource):
         """The Airbyte read: every item of `read_items`, records wrapped as RECORD messages."""
         for item in self.read_items(logger, self._parse(config), catalog, state):
             if type(item) is Batch:
-                yield from map(record_message, item.records)
+                yield from map(partial(record_message, item.stream_name()), item.records)
             else:
                 yield item  # type: ignore[misc]
 
@@ -113,27 +122,10 @@ class SourceMixpanelExport(AbstractSource):
     ) -> Iterator[Item]:
         """The read as batches of record dicts, and messages: `read` above wraps the records for the CDK, run.py
         writes them itself (writer.py). Both take the same items, so both give the same records. Setting
-        `stop` (run.py does on SIGTERM) ends the read soon, with client.Cancelled, after whole batches."""
-        configured = configured_export(catalog)
-        if configured is None:  # nothing selected: nothing to read
-            return
-        mode = configured.sync_mode
-        raw_state = stream_state_of(state) if mode == SyncMode.incremental else None
-        export_state = parse_state(raw_state, timezone=config.request_timezone)
-        stream = dataclasses.replace(configured.stream, namespace=None)  # records and states carry none either
-        yield stream_status_message(stream, AirbyteStreamStatus.STARTED)
-        running = False
-        reader = ExportReader(config, logger, stop=stop)
-        try:
-            for item in reader.read(mode, export_state):
-                if not running and type(item) is not AirbyteMessage:
-                    running = True
-                    yield stream_status_message(stream, AirbyteStreamStatus.RUNNING)
-                yield item
-        except BaseException:
-            yield stream_status_message(stream, AirbyteStreamStatus.INCOMPLETE)
-            raise
-        yield stream_status_message(stream, AirbyteStreamStatus.COMPLETE)
+        `stop` (run.py does on SIGTERM) ends the read soon, with client.Cancelled, after whole batches.
+        The catalog's streams are read one after the other, in its order; an empty catalog reads nothing."""
+        for definition, configured in configured_streams(catalog, STREAMS):
+            yield from _stream_items(logger, config, definition, configured, state, stop)
 
     def parse(self, config: Mapping[str, Any]) -> Config:
         """The config, checked once per command; every derived form of its secrets is masked from then on."""
@@ -142,6 +134,57 @@ class SourceMixpanelExport(AbstractSource):
     @staticmethod
     def _parse(config: Mapping[str, Any]) -> Config:
         return parsed_and_masked(config)
+
+
+# Reads one stream: (config, logger, sync mode, its raw state or None, stop) -> its items. Called before the
+# stream's STARTED trace, so a state it refuses there fails the read with nothing emitted for the stream.
+StreamReader = Callable[[Config, logging.Logger, SyncMode, Any, threading.Event | None], Iterator[Item]]
+
+
+def read_export(
+    config: Config, logger: logging.Logger, mode: SyncMode, raw_state: Any, stop: threading.Event | None
+) -> Iterator[Item]:
+    """The export stream's items: its state parsed first (a bad one fails before the stream starts)."""
+    export_state = parse_state(raw_state, timezone=config.request_timezone)
+    return ExportReader(config, logger, stop=stop).read(mode, export_state)
+
+
+READERS: dict[str, StreamReader] = {EXPORT.name: read_export}  # each stream of catalog.STREAMS, by name
+
+
+def _stream_items(
+    logger: logging.Logger,
+    config: Config,
+    definition: StreamDef,
+    configured: ConfiguredAirbyteStream,
+    state: list[AirbyteStateMessage] | None,
+    stop: threading.Event | None,
+) -> Iterator[Item]:
+    """One configured stream: its reader's items between its STREAM_STATUS traces, its batches named."""
+    name, mode = definition.name, configured.sync_mode
+    raw_state = stream_state_of(state, name) if mode == SyncMode.incremental else None
+    try:
+        items = READERS[name](config, logger, mode, raw_state, stop)
+    except StateRefused as refused:
+        raise refused.named(name) from None
+    stream = dataclasses.replace(configured.stream, namespace=None)  # records and states carry none either
+    yield stream_status_message(stream, AirbyteStreamStatus.STARTED)
+    running = False
+    try:
+        for item in items:
+            if type(item) is Batch:
+                item.stream = name
+                if not running:
+                    running = True
+                    yield stream_status_message(stream, AirbyteStreamStatus.RUNNING)
+            yield item
+    except StateRefused as refused:  # e.g. state.bind, once the reader has started
+        yield stream_status_message(stream, AirbyteStreamStatus.INCOMPLETE)
+        raise refused.named(name) from None
+    except BaseException:
+        yield stream_status_message(stream, AirbyteStreamStatus.INCOMPLETE)
+        raise
+    yield stream_status_message(stream, AirbyteStreamStatus.COMPLETE)
 
 
 def parsed_and_masked(config: Mapping[str, Any]) -> Config:
@@ -157,9 +200,9 @@ def parsed_and_masked(config: Mapping[str, Any]) -> Config:
     return parsed
 
 
-def record_message(data: dict[str, Any]) -> AirbyteMessage:
-    """A RECORD message for the export stream."""
+def record_message(stream: str, data: dict[str, Any]) -> AirbyteMessage:
+    """A RECORD message of `stream`, for the CDK's path (run.py writes the same bytes via writer.py)."""
     return AirbyteMessage(
         type=Type.RECORD,
-        record=AirbyteRecordMessage(stream=STREAM_NAME, data=data, emitted_at=time.time_ns() // 1_000_000),
+        record=AirbyteRecordMessage(stream=stream, data=data, emitted_at=time.time_ns() // 1_000_000),
     )

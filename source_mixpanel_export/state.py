@@ -39,6 +39,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pendulum
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import clock
 from .config import FIRST_DATE, Config
@@ -56,7 +58,6 @@ MAX_EVENTS_PER_DAY = 10**10  # ~115,000 events a second; a rate above it is not 
 NO_CURSOR_MARKER = "__ab_no_cursor_state_message"
 ONE_DAY = dt.timedelta(days=1)
 MS_PER_DAY = 86_400_000
-STREAM_NAME = "export"  # records.STREAM_NAME; not imported, so reading a state needs no record machinery
 # How far ahead of this machine's clock a state may lie and still be brought back to now rather than
 # refused: a clock an hour off (a watermark) or a date off by a day (a zone, a clock near midnight).
 DATE_SKEW = dt.timedelta(days=1)
@@ -303,8 +304,8 @@ def bind(state: ExportState, config: Config) -> ExportState:
 
 
 def _changed(field: str, was: Any, now: Any) -> Exception:
-    return config_error(
-        f"The saved state of stream 'export' was written for {field} {was!r}, and the config now says {now!r}. "
+    return StateRefused(
+        f"was written for {field} {was!r}, and the config now says {now!r}. "
         "Its days would count as read for the new setting and their events would be skipped. Reset the "
         f"stream's state to sync from start_date with the new setting, or set {field} back to {was!r}."
     )
@@ -544,28 +545,29 @@ def _stream_name(entry: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def stream_state_of(state_messages: Sequence[AirbyteStateMessage] | None) -> Any:
-    """The export stream's raw stream_state from the --state messages (None when there is none).
+def stream_state_of(state_messages: Sequence[AirbyteStateMessage] | None, name: str) -> Any:
+    """The raw stream_state of stream `name` from the --state messages (None when there is none).
 
     This connector only ever writes per-stream STATE messages. A GLOBAL or LEGACY state, or several
-    entries for `export`, came from somewhere else; guessing which part to trust could lose data, so
-    each is a config error that says to reset. Entries for other streams are ignored. A namespace is
-    ignored: the source declares none, and writes its records and states without one, so a catalog
-    that sets one must still find the state it wrote.
+    entries for `name`, came from somewhere else; guessing which part to trust could lose data, so
+    each is a config error that names the stream and says to reset. Entries for other streams are
+    ignored. A namespace is ignored: the source declares none, and writes its records and states
+    without one, so a catalog that sets one must still find the state it wrote.
     """
     found: list[Any] = []
     for message in state_messages or ():
         kind = getattr(getattr(message, "type", None), "value", getattr(message, "type", None))
         if kind not in (None, "STREAM"):
-            raise _bad(f"it is a {kind} state; this connector keeps one per-stream (STREAM) state for 'export'")
+            problem = f"it is a {kind} state; this connector keeps one per-stream (STREAM) state for {name!r}"
+            raise _bad(problem).named(name)
         stream = getattr(message, "stream", None)
         if stream is None:
-            raise _bad("a STREAM state message has no 'stream'")
+            raise _bad("a STREAM state message has no 'stream'").named(name)
         descriptor = stream.stream_descriptor
-        if descriptor.name == STREAM_NAME:
+        if descriptor.name == name:
             found.append(stream.stream_state)
     if len(found) > 1:
-        raise _bad(f"it holds {len(found)} entries for stream 'export' (one is expected)")
+        raise _bad(f"it holds {len(found)} entries for stream {name!r} (one is expected)").named(name)
     if not found or found[0] is None:
         return None
     blob = found[0]
@@ -679,8 +681,19 @@ def _shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _bad(problem: str) -> Exception:
-    return config_error(
-        f"The saved state of stream 'export' cannot be used: {problem}. Reset the stream's state "
-        "(or fix the state file) to sync again.",
-    )
+def _bad(problem: str) -> StateRefused:
+    return StateRefused(f"cannot be used: {problem}. Reset the stream's state (or fix the state file) to sync again.")
+
+
+class StateRefused(AirbyteTracedException):
+    """A saved state this connector will not use: a config error in words that name no stream. The
+    source, which knows whose state it read, raises `named(stream)` in its place."""
+
+    def __init__(self, rest: str) -> None:
+        self.rest = rest
+        message = f"The saved state {rest}"
+        super().__init__(internal_message=message, message=message, failure_type=FailureType.config_error)
+
+    def named(self, stream: str) -> AirbyteTracedException:
+        """The same config error, saying which stream's state it was."""
+        return config_error(f"The saved state of stream {stream!r} {self.rest}")

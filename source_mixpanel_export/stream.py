@@ -29,27 +29,28 @@ from airbyte_cdk.models import (
 from airbyte_cdk.sources.streams import Stream
 
 from .budget import RateBudget
+from .catalog import EXPORT, StreamDef
 from .client import Cancelled, Download, ExportClient
 from .clock import Clock
 from .config import Config
 from .errors import system_error
 from .plan import Plan
 from .prefetch import fetch_in_order
-from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA, STREAM_NAME, Batch, Tally, make_builder, window_records
+from .records import Batch, Tally, make_builder, window_records
 from .state import Checkpoints, ExportState, bind, sync_plan
 from .windows import Window
 
 Item = Batch | AirbyteMessage  # a batch of records, or a message ready to write
 
 
-def state_message(state: Mapping[str, Any]) -> AirbyteMessage:
-    """A per-stream STATE message for the export stream."""
+def state_message(state: Mapping[str, Any], stream: str = EXPORT.name) -> AirbyteMessage:
+    """A per-stream STATE message of `stream` (this module's, export, unless another is named)."""
     return AirbyteMessage(
         type=Type.STATE,
         state=AirbyteStateMessage(
             type=AirbyteStateType.STREAM,
             stream=AirbyteStreamState(
-                stream_descriptor=StreamDescriptor(name=STREAM_NAME),
+                stream_descriptor=StreamDescriptor(name=stream),
                 stream_state=AirbyteStateBlob(**state),
             ),
         ),
@@ -154,7 +155,7 @@ class ExportReader:
             trace=AirbyteTraceMessage(
                 type=TraceType.ESTIMATE,
                 emitted_at=self._clock.wall() * 1000,
-                estimate=AirbyteEstimateTraceMessage(name=STREAM_NAME, type=EstimateType.STREAM, row_estimate=rows),
+                estimate=AirbyteEstimateTraceMessage(name=EXPORT.name, type=EstimateType.STREAM, row_estimate=rows),
             ),
         )
 
@@ -170,14 +171,21 @@ class ExportReader:
 
 
 class ExportStream(Stream):
-    """The stream as the CDK sees it: name, schema, keys, cursor (reading goes through ExportReader)."""
+    """The stream as the CDK sees it (for discover): its definition's name, schema, keys and cursor
+    (reading goes through ExportReader)."""
 
-    primary_key = PRIMARY_KEY
-    name = STREAM_NAME
-
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, definition: StreamDef) -> None:
         super().__init__()
         self._config = config
+        self._definition = definition
+
+    @property
+    def name(self) -> str:
+        return self._definition.name
+
+    @property
+    def primary_key(self) -> list[list[str]]:
+        return self._definition.primary_key
 
     @property
     def source_defined_cursor(self) -> bool:
@@ -185,14 +193,14 @@ class ExportStream(Stream):
 
     @property
     def supports_incremental(self) -> bool:
-        return True
+        return bool(self._definition.cursor_field)
 
     @property
     def cursor_field(self) -> list[str]:
-        return CURSOR_FIELD
+        return self._definition.cursor_field
 
     def get_json_schema(self) -> Mapping[str, Any]:  # type: ignore[override]  # the CDK's is lru_cache-wrapped
-        return SCHEMA
+        return self._definition.schema
 
     def read_records(
         self,

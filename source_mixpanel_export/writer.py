@@ -16,7 +16,7 @@ from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
-from .records import Batch, now_ms, record_bytes, record_lines
+from .records import Batch, now_ms, record_bytes, record_lines, record_prefix
 
 WRITE_BYTES = 1 << 18  # record data gathered before a write: ~400 records of ~600 B (1 MB cost 5 MB of RSS)
 
@@ -25,7 +25,8 @@ class MessageWriter:
     """Writes protocol messages to stdout: records in large batches, everything else via the CDK.
 
     A batch's record bytes come from records.record_bytes; the RECORD envelope is added per write,
-    with one `emitted_at` (the write's time) for every record in it.
+    with one `emitted_at` (the write's time) for every record in it, and the stream the batch names
+    (`Batch.stream`): the records pending are always of one stream.
     """
 
     def __init__(self, out: IO[bytes]) -> None:
@@ -33,6 +34,8 @@ class MessageWriter:
         self._bodies: list[bytes] = []
         self._pending = 0  # bytes of record data in _bodies
         self._records_since_state = 0
+        self._stream: str | None = None  # the stream of the records in _bodies
+        self._prefix = b""  # its records.record_prefix
 
     def records(self, batch: Batch) -> None:
         """A batch of RECORD lines, written once about WRITE_BYTES of them are pending.
@@ -41,6 +44,9 @@ class MessageWriter:
         system call, the print buffer's flush and a hand-over of the GIL to a download thread (which
         may hold it for milliseconds before giving it back) every hundred records.
         """
+        stream = batch.stream
+        if stream != self._stream or stream is None:
+            self._switch(batch.stream_name())
         bodies = record_bytes(batch)
         self._bodies += bodies
         self._pending += sum(map(len, bodies))
@@ -67,11 +73,17 @@ class MessageWriter:
             PRINT_BUFFER.flush()
             bodies = self._bodies
             if bodies:
-                self._write(record_lines(bodies, now_ms()))
+                self._write(record_lines(self._prefix, bodies, now_ms()))
                 self._records_since_state += len(bodies)
                 bodies.clear()
                 self._pending = 0
             self._out.flush()
+
+    def _switch(self, stream: str) -> None:
+        """Records of another stream follow: the pending ones are written first, under their own."""
+        if self._bodies:
+            self.flush()
+        self._stream, self._prefix = stream, record_prefix(stream)
 
     def _write(self, data: bytes) -> None:
         """All of `data`. A signal handled while a write to a full pipe blocks (run.py handles SIGTERM)

@@ -227,14 +227,14 @@ def frozen_clock(monkeypatch):
 
 def cdk_line(data: dict[str, Any]) -> bytes:
     """What the CDK's own serializer writes for a record of the export stream."""
-    return AirbyteEntrypoint.airbyte_message_to_string(record_message(data)).encode() + b"\n"
+    return AirbyteEntrypoint.airbyte_message_to_string(record_message("export", data)).encode() + b"\n"
 
 
 def written(records: list[dict[str, Any]]) -> bytes:
     out = io.BytesIO()
     writer = MessageWriter(out)
     for data in records:
-        writer.records(Batch([data]))
+        writer.records(Batch([data], stream="export"))
     writer.flush()
     return out.getvalue()
 
@@ -255,6 +255,16 @@ def test_given_awkward_records_when_written_then_bytes_equal_the_cdks(frozen_clo
         assert written([record]) == cdk_line(record)
     assert written(records) == b"".join(cdk_line(r) for r in records)
 
+
+def test_given_another_stream_when_written_then_bytes_equal_the_cdks(frozen_clock):
+    """The batch's stream is the one its lines name, byte for byte as the CDK writes a record of it."""
+    record = make_builder()({"event": "E", "properties": {"time": 1, "$insert_id": "i", "distinct_id": "d"}})
+    out = io.BytesIO()
+    writer = MessageWriter(out)
+    writer.records(Batch([record], stream="profiles"))
+    writer.flush()
+    cdk = AirbyteEntrypoint.airbyte_message_to_string(record_message("profiles", record)).encode() + b"\n"
+    assert out.getvalue() == cdk
 
 @pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 10**30, [2**100, {"x": -(10**40)}], "\ud800"])
 def test_given_values_orjson_refuses_when_written_then_same_json_value_as_the_cdk(frozen_clock, value):
@@ -284,9 +294,9 @@ def test_given_records_between_states_when_written_then_order_and_counts_are_kep
     props = {"distinct_id": "d", "mp_processing_time_ms": 5}
     first = [build({"event": "A", "properties": {"time": i, "$insert_id": str(i), **props}}) for i in range(3)]
     for record in first:
-        writer.records(Batch([record]))
+        writer.records(Batch([record], stream="export"))
     writer.message(state_message({"cursor": 1}))
-    writer.records(Batch([first[0]]))
+    writer.records(Batch([first[0]], stream="export"))
     writer.flush()
     lines = out.getvalue().splitlines(keepends=True)
     assert lines[:3] == [cdk_line(r) for r in first] and lines[4] == cdk_line(first[0])

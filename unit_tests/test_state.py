@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integration_tests.depth import examples
-from source_mixpanel_export.state import ExportState, parse_state, state_file_entries, stream_state_of
+from source_mixpanel_export.state import ExportState, StateRefused, parse_state, state_file_entries, stream_state_of
 from source_mixpanel_export.windows import Planner, plan_segments
 
 D = dt.date
@@ -292,10 +292,10 @@ def _stream(name="export", state=None, namespace=None):
 def test_given_per_stream_state_when_extracted_then_the_export_blob_as_a_dict():
     """The export entry's stream_state, whatever other streams the file names; None without one."""
     blob = {"version": 2, "synced_through": "2024-01-01", "watermark_ms": 5}
-    assert stream_state_of(_messages(_stream("other", {"x": 1}), _stream(state=blob))) == blob
-    assert stream_state_of(_messages(_stream("other", {"x": 1}))) is None
-    assert stream_state_of(None) is None and stream_state_of([]) is None
-    assert stream_state_of(_messages(_stream(state=blob, namespace="ns"))) == blob  # a namespace is ignored
+    assert stream_state_of(_messages(_stream("other", {"x": 1}), _stream(state=blob)), "export") == blob
+    assert stream_state_of(_messages(_stream("other", {"x": 1})), "export") is None
+    assert stream_state_of(None, "export") is None and stream_state_of([], "export") is None
+    assert stream_state_of(_messages(_stream(state=blob, namespace="ns")), "export") == blob  # namespace ignored
 
 
 @pytest.mark.parametrize(
@@ -313,10 +313,33 @@ def test_given_per_stream_state_when_extracted_then_the_export_blob_as_a_dict():
 def test_given_state_this_connector_never_writes_when_extracted_then_config_error(entries, problem):
     """GLOBAL, LEGACY or a doubled export entry: a config error saying to reset, never a crash or a guess."""
     with pytest.raises(AirbyteTracedException) as info:
-        stream_state_of(_messages(*entries))
+        stream_state_of(_messages(*entries), "export")
     assert info.value.failure_type == FailureType.config_error
     assert problem in info.value.message and "Reset" in info.value.message
 
+
+
+def test_given_another_streams_name_when_extracted_then_its_blob_and_errors_name_it():
+    """The stream is the one named: its entry is found, and its errors say which stream's state it was."""
+    blob = {"page": 3}
+    assert stream_state_of(_messages(_stream(state={"version": 3}), _stream("people", blob)), "people") == blob
+    assert stream_state_of(_messages(_stream(state={"version": 3})), "people") is None
+    with pytest.raises(AirbyteTracedException) as info:
+        stream_state_of(_messages(_stream("people", blob), _stream("people", blob)), "people")
+    assert info.value.message.startswith("The saved state of stream 'people' cannot be used: it holds 2 entries")
+    assert "'export'" not in info.value.message
+
+
+def test_given_a_state_refused_when_parsed_then_a_config_error_that_names_no_stream_until_named():
+    """parse_state says what is wrong; the source, which knows the stream, names it (StateRefused.named)."""
+    with pytest.raises(StateRefused) as info:
+        parse_state({"version": 99})
+    refused = info.value
+    assert refused.failure_type == FailureType.config_error
+    assert refused.message.startswith("The saved state cannot be used: version 99")
+    named = refused.named("export")
+    assert named.failure_type == FailureType.config_error
+    assert named.message == refused.message.replace("The saved state ", "The saved state of stream 'export' ", 1)
 
 # A model of the whole incremental loop, without HTTP: Mixpanel as a list of (event date, processing
 # time) pairs, a sync as plan_windows over first_day/coverage whose every window sees what was
