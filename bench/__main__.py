@@ -1,26 +1,33 @@
 """`python -m bench`: records/s and peak memory of the connector's `read` next to the floor loop, same run.
 
-Starts the fake Mixpanel in its own process, warms it, then alternates timed child runs of the floor
-(bench/floor.py) and of the real console script (`read`, full refresh, the connector's default settings
-unless --window/--concurrency say otherwise, stdout to /dev/null), and prints medians. Memory is the
-peak RSS (and PSS) of the connector's process; spill is the peak disk taken by its temporary files.
-`--memory` adds 1-day vs 30-day windows at 10k vs 160k events. No assertions: it prints figures and
-exits 0 unless a child fails or the connector emits the wrong number of records.
+For each workload mix (by default both: the hard mix, the fake's own events, of which ~12% hold an
+integer beyond 64 bits; and a realistic mix, where 0.1% do), starts the fake Mixpanel in its own
+process, warms it, then alternates timed child runs of the floor (bench/floor.py, one request for the
+whole range) and of the real console script (`read`, full refresh, the connector's default settings
+unless --window/--concurrency say otherwise, stdout to /dev/null), prints medians, and at the end one
+line per mix. Memory is the peak RSS (and PSS) of the connector's process tree, with how many processes
+it had; spill is the peak disk taken by its temporary files. `--memory` adds 1-day vs 30-day windows at
+10k vs --events events. No assertions: it prints figures and exits 0 unless a child fails or the
+connector emits the wrong number of records.
 
 By default the fake keeps every body it has sent and sends it again (a warm-up run and the verification
-run make them): Mixpanel's servers do not run on the connector's machine, and a fake rendering and
-compressing 90 MB would take ~0.6 s of this machine's 2 cores from whatever it measures. `--live-server`
-makes it render and compress every body anew, as the first version of this benchmark did.
+run make them), and which events answer each query: Mixpanel's servers do not run on the connector's
+machine, and a fake selecting, shuffling, rendering and compressing 615 MB would take seconds of this
+machine's 2 cores from whatever it measures. `--live-server` makes it render and compress every body
+anew, as the first version of this benchmark did.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +36,27 @@ from source_mixpanel_export.config import DEFAULTS
 from .children import PROJECT_ID, SECRET, USER, FakeServer, Timed, run_timed
 
 OFFICIAL_RECORDS_PER_SECOND = 325.0  # the official source-mixpanel export stream, as reported in issue 5
+RSS_BOUND_MB = 100  # issue 11: the read stays within it, in one process
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A workload: the share of events holding an integer beyond 64 bits (None: the fake's own, ~12%),
+    which the connector parses with the standard library's parser instead of orjson."""
+
+    name: str
+    huge_int_fraction: float | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One mix's runs, for the closing summary."""
+
+    mix: Mix
+    records: int
+    huge_share: float
+    floor: list[Timed]
+    read: list[Timed]
 
 
 @dataclass(frozen=True)
@@ -109,41 +137,99 @@ def count_output(args: list[str], folder: Path) -> tuple[int, int]:
     return records, states
 
 
-def throughput(setup: Setup) -> None:
-    """Floor vs connector, medians of `repeat` alternating runs, printed as a table."""
-    server = FakeServer(setup.events, setup.days, cache_bodies=not setup.live_server)
+def throughput(setup: Setup, mixes: Sequence[Mix]) -> list[Result]:
+    """Floor vs connector for each mix, medians of `repeat` alternating runs, printed as a table each.
+
+    The fakes generate their events and render their bodies side by side before any timed run; each
+    waits idle while the other's mix is measured."""
+    cache = not setup.live_server
+    servers = [
+        FakeServer(setup.events, setup.days, cache_bodies=cache, huge_int_fraction=mix.huge_int_fraction)
+        for mix in mixes
+    ]
     try:
-        lines, size = server.warm()
-        with tempfile.TemporaryDirectory() as temp:
-            folder = Path(temp)
-            read_args = write_inputs(folder, server, setup.window, setup.concurrency)
-            window = setup.window or DEFAULTS["date_window_size"]
-            concurrency = setup.concurrency or DEFAULTS["max_concurrent_requests"]
-            windows = -(-setup.days // window)
-            server_mode = "renders and compresses every body" if setup.live_server else "sends bodies it made before"
-            print(
-                f"{lines} events over {setup.days} days ({size / max(lines, 1):.0f} B/event, {size / 1e6:.0f} MB "
-                f"uncompressed, gzip on the wire); connector windows of up to {window} days (at least {windows} "
-                f"requests, {concurrency} concurrent); floor: one request; the fake {server_mode}; "
-                f"{setup.repeat} run(s) each, medians",
-                flush=True,
-            )
-            records, states = count_output(read_args, folder)
-            if records != lines:
-                raise SystemExit(f"the connector emitted {records} records, expected {lines}")
-            print(f"verified: the connector emitted all {records} records and {states} STATE messages", flush=True)
-            floor_runs, read_runs, floor_start, read_start = [], [], [], []
-            for _ in range(setup.repeat):
-                floor_start.append(checked("floor --help", run_timed([*floor_command(server), "--help"])).seconds)
-                read_start.append(checked("spec", run_timed([*connector_command(), "spec"])).seconds)
-                floor = checked("floor", run_timed(floor_command(server)))
-                if json.loads(floor.stderr.strip().splitlines()[-1])["records"] != lines:
-                    raise SystemExit("the floor read a different number of records")
-                floor_runs.append(floor)
-                read_runs.append(checked("connector", run_timed(read_args)))
+        with ThreadPoolExecutor(len(servers)) as pool:
+            warmed = list(pool.map(FakeServer.warm, servers))
+        return [
+            throughput_of(setup, mix, server, lines, size)
+            for mix, server, (lines, size) in zip(mixes, servers, warmed, strict=True)
+        ]
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+def throughput_of(setup: Setup, mix: Mix, server: FakeServer, lines: int, size: int) -> Result:
+    """One mix: verify the connector's output, then time the floor and the read in turn."""
+    huge_share = server.huge_events / max(lines, 1)
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        read_args = write_inputs(folder, server, setup.window, setup.concurrency)
+        window = setup.window or DEFAULTS["date_window_size"]
+        concurrency = setup.concurrency or DEFAULTS["max_concurrent_requests"]
+        windows = -(-setup.days // window)
+        server_mode = "renders and compresses every body" if setup.live_server else "sends bodies it made before"
+        print(f"\n== {describe(mix, huge_share)}", flush=True)
+        print(
+            f"{lines} events over {setup.days} days ({size / max(lines, 1):.0f} B/event, {size / 1e6:.0f} MB "
+            f"uncompressed, gzip on the wire); connector windows of up to {window} days (at least {windows} "
+            f"requests, {concurrency} concurrent); floor: one request; the fake {server_mode}; "
+            f"{setup.repeat} run(s) each, medians",
+            flush=True,
+        )
+        records, states = count_output(read_args, folder)
+        if records != lines:
+            raise SystemExit(f"the connector emitted {records} records, expected {lines}")
+        print(f"verified: the connector emitted all {records} records and {states} STATE messages", flush=True)
+        floor_runs, read_runs, floor_start, read_start = [], [], [], []
+        for _ in range(setup.repeat):
+            floor_start.append(checked("floor --help", run_timed([*floor_command(server), "--help"])).seconds)
+            read_start.append(checked("spec", run_timed([*connector_command(), "spec"])).seconds)
+            floor = checked("floor", run_timed(floor_command(server)))
+            if json.loads(floor.stderr.strip().splitlines()[-1])["records"] != lines:
+                raise SystemExit("the floor read a different number of records")
+            floor_runs.append(floor)
+            read_runs.append(checked("connector", run_timed(read_args)))
     print_table(lines, floor_runs, read_runs, statistics.median(floor_start), statistics.median(read_start))
+    return Result(mix, lines, huge_share, floor_runs, read_runs)
+
+
+def describe(mix: Mix, huge_share: float) -> str:
+    """What a mix is made of, as served."""
+    origin = "the fake's own events" if mix.huge_int_fraction is None else "the rest as the fake's own events"
+    return (
+        f"{mix.name} mix: {huge_share:.2%} of lines hold an integer beyond 64 bits ({origin}; every line also "
+        "has one of its awkward values: raw U+2028, emoji, floats at the edges, nesting, long text...)"
+    )
+
+
+def print_summary(results: Sequence[Result], started: float, load_before: float) -> None:
+    """One line per mix: the figures issue 11 asks for."""
+    print()
+    header = (
+        f"{'mix':10}{'huge-int lines':>15}{'floor rec/s':>13}{'read rec/s':>12}{'x floor':>9}"
+        f"{'read peak RSS MB':>18}{'processes':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for result in results:
+        floor = result.records / statistics.median(t.seconds for t in result.floor)
+        read = result.records / statistics.median(t.seconds for t in result.read)
+        rss = max(t.peak_rss_mb for t in result.read)
+        processes = max(t.peak_processes for t in result.read)
+        print(
+            f"{result.mix.name:10}{result.huge_share:15.2%}{floor:13,.0f}{read:12,.0f}{read / floor:9.2f}"
+            f"{rss:18.1f}{processes:11}"
+        )
+    print("-" * len(header))
+    rss = max(t.peak_rss_mb for result in results for t in result.read)
+    processes = max(t.peak_processes for result in results for t in result.read)
+    within = "yes" if rss <= RSS_BOUND_MB and processes == 1 else "NO"
+    print(
+        f"records/s: medians; RSS: the highest of the read runs. Read within {RSS_BOUND_MB} MB in one process: "
+        f"{within}. The whole benchmark took {time.perf_counter() - started:.0f} s; load average (1 min) "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores."
+    )
 
 
 def print_table(records: int, floor: list[Timed], read: list[Timed], floor_start: float, read_start: float) -> None:
@@ -155,19 +241,20 @@ def print_table(records: int, floor: list[Timed], read: list[Timed], floor_start
         rss = statistics.median(t.peak_rss_mb for t in runs)
         pss = statistics.median(t.peak_pss_mb for t in runs)
         spill = statistics.median(t.peak_spill_mb for t in runs)
-        rows.append((name, seconds, records / seconds, cpu, rss, pss, spill))
+        processes = max(t.peak_processes for t in runs)
+        rows.append((name, seconds, records / seconds, cpu, rss, pss, spill, processes))
     floor_rate = rows[0][2]
     header = (
         f"{'':25}{'wall s':>7}{'records/s':>11}{'x floor':>8}{'CPU s':>7}{'peak RSS MB':>12}{'PSS MB':>8}"
-        f"{'spill MB':>9}"
+        f"{'spill MB':>9}{'procs':>6}"
     )
     print()
     print(header)
     print("-" * len(header))
-    for name, seconds, rate, cpu, rss, pss, spill in rows:
+    for name, seconds, rate, cpu, rss, pss, spill, processes in rows:
         print(
             f"{name:25}{seconds:7.2f}{rate:11,.0f}{rate / floor_rate:8.2f}{cpu:7.2f}{rss:12.0f}{pss:8.0f}"
-            f"{spill:9.1f}"
+            f"{spill:9.1f}{processes:6}"
         )
     official = OFFICIAL_RECORDS_PER_SECOND
     print(f"{'official connector (ref)':25}{records / official:7.0f}{official:11,.0f}{official / floor_rate:8.3f}")
@@ -213,7 +300,7 @@ def memory(events_counts: Sequence[int], days: int, windows: Sequence[int], conc
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the benchmark."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=160_000)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the range (default: 1,000,000)")
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--window", type=int, default=None, help="the connector's date_window_size (default: its own)")
     parser.add_argument(
@@ -225,12 +312,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 events, 5 days, 1-day windows, once")
     parser.add_argument(
+        "--mix",
+        choices=("both", "hard", "realistic"),
+        default="both",
+        help="hard: the fake's own events (~12%% hold an integer beyond 64 bits); realistic: --realistic-share",
+    )
+    parser.add_argument(
+        "--realistic-share",
+        type=float,
+        default=0.001,
+        help="share of events holding an integer beyond 64 bits in the realistic mix (default: 0.001)",
+    )
+    parser.add_argument(
         "--memory", action="store_true", help="also peak RSS for 1 vs --days day windows, 10k vs --events events"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.days, args.window, args.repeat = 20_000, 5, 1, 1
-    throughput(Setup(args.events, args.days, args.window, args.repeat, args.concurrency, args.live_server))
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    mixes = [Mix("hard", None), Mix("realistic", args.realistic_share)]
+    mixes = [mix for mix in mixes if args.mix in ("both", mix.name)]
+    setup = Setup(args.events, args.days, args.window, args.repeat, args.concurrency, args.live_server)
+    print_summary(throughput(setup, mixes), started, load_before)
     if args.memory:
         memory(sorted({10_000, args.events}), args.days, sorted({1, args.days}), args.concurrency)
     return 0

@@ -42,6 +42,7 @@ class Timed:
     returncode: int
     stderr: str
     peak_spill_mb: float = 0.0  # disk taken by the files the child holds open in its own temp directory
+    peak_processes: int = 0  # the most processes the run had at once (GNU time not counted)
 
 
 class TreeMemory(threading.Thread):
@@ -53,12 +54,14 @@ class TreeMemory(threading.Thread):
         super().__init__(daemon=True)
         self._pid, self._skip_root, self._interval, self._temp_dir = pid, skip_root, interval, temp_dir
         self._done = threading.Event()
-        self.peak_rss_kb = self.peak_pss_kb = self.peak_spill_bytes = 0
+        self.peak_rss_kb = self.peak_pss_kb = self.peak_spill_bytes = self.peak_processes = 0
 
     def run(self) -> None:
         while not self._done.is_set():
             rss = pss = spill = 0
-            for pid in _tree(self._pid)[1 if self._skip_root else 0 :]:
+            pids = _tree(self._pid)[1 if self._skip_root else 0 :]
+            self.peak_processes = max(self.peak_processes, len(pids))
+            for pid in pids:
                 process_rss, process_pss = _memory_kb(pid)
                 rss, pss = rss + process_rss, pss + process_pss
                 spill += _open_files_bytes(pid, self._temp_dir) if self._temp_dir else 0
@@ -141,17 +144,22 @@ def run_timed(args: list[str], stdout_path: str = os.devnull) -> Timed:
     shutil.rmtree(temp_dir, ignore_errors=True)
     return Timed(
         seconds, cpu, memory.peak_rss_kb / 1024, memory.peak_pss_kb / 1024, process.returncode, text,
-        memory.peak_spill_bytes / 1e6,
+        memory.peak_spill_bytes / 1e6, memory.peak_processes,
     )
 
 
 class FakeServer:
     """`python -m fake_mixpanel` in its own process, warmed by one full-range request before timing."""
 
-    def __init__(self, events: int, days: int, seed: int = 1, cache_bodies: bool = True) -> None:
+    def __init__(
+        self, events: int, days: int, seed: int = 1, cache_bodies: bool = True, huge_int_fraction: float | None = None
+    ) -> None:
         """`cache_bodies`: the fake sends each body it made once again, costing next to no CPU (see
-        FakeMixpanel); without it, it renders and compresses every body anew, on this machine's cores."""
+        FakeMixpanel); without it, it renders and compresses every body anew, on this machine's cores.
+        `huge_int_fraction`: the share of events holding an integer beyond 64 bits (None: the fake's own
+        mix, about 12%); `huge_events` is how many it generated."""
         self.events = events
+        self.huge_events = 0
         self.last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # every event already processed
         self.first_day = self.last_day - dt.timedelta(days=days - 1)
         args = [
@@ -159,17 +167,33 @@ class FakeServer:
             "--seed", str(seed), "--end-date", self.last_day.isoformat(),
             "--username", USER, "--secret", SECRET, "--project-id", str(PROJECT_ID),
             *(["--cache-bodies"] if cache_bodies else []),
+            *([] if huge_int_fraction is None else ["--huge-int-fraction", repr(huge_int_fraction)]),
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._process = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=ROOT, env=env)
-        self.url = self._wait_for_url()
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The fake's base URL, once it listens (the first use waits for it: fakes can generate their
+        events side by side)."""
+        if self._url is None:
+            self._url = self._wait_for_url()
+        return self._url
 
     def _wait_for_url(self) -> str:
+        """The fake's URL, from its first line; the second says how many events hold a huge integer."""
         assert self._process.stdout is not None
+        url = None
         for raw in self._process.stdout:
-            found = re.search(r"listening on (\S+)", raw.decode())
-            if found:
-                return found.group(1)
+            line = raw.decode()
+            found = re.search(r"listening on (\S+)", line)
+            url = found.group(1) if found else url
+            huge = re.search(r"(\d+) \([^)]*\) holding an integer beyond 64 bits", line)
+            if huge:
+                self.huge_events = int(huge.group(1))
+            if url and huge:
+                return url
         raise RuntimeError(f"the fake server exited ({self._process.wait()}) before listening")
 
     def export_params(self) -> dict[str, str]:

@@ -2,6 +2,10 @@
 
 Run as a child process by the benchmark; records go to stdout (meant to be /dev/null) and a one-line JSON
 summary goes to stderr.
+
+Records are written through a 1 MB buffer of the floor's own, as the connector writes ~256 KB at a
+time, not through `sys.stdout.buffer`: with PYTHONUNBUFFERED set (as in this project's sandbox) that one
+makes a system call per line, ~0.2 µs a record more.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=600,
     )
     response.raise_for_status()
-    out = sys.stdout.buffer
+    out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # closed below
     dumps, loads, now_ns = orjson.dumps, orjson.loads, time.time_ns
     count = 0
     rest = b""
@@ -55,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 count += 1
     if rest.strip():
         raise SystemExit("the body did not end with a newline")
-    out.flush()
+    out.close()
     print(json.dumps({"records": count}), file=sys.stderr)
     return 0
 

@@ -1,6 +1,7 @@
 """Where a record's CPU time goes on the read path, stage by stage, in one process with no network.
 
-`python -m bench.stages [--events N]` renders the fake's events as one gzipped export body and times,
+`python -m bench.stages [--events N] [--huge-int-fraction F]` renders the fake's events (by default
+its hard mix, ~12% of lines with an integer beyond 64 bits) as one gzipped export body and times,
 on the main thread (process CPU time, best of several runs): decompressing it from its spill,
 splitting into line batches, parsing, building records, and writing RECORD lines to /dev/null. Each
 stage includes the ones before it; the table shows the increments in microseconds per record. It
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from fake_mixpanel import generate_events
+from fake_mixpanel.data import holds_huge_int
 from source_mixpanel_export.body import Spill, SpillMeter
 from source_mixpanel_export.catalog import EXPORT
 from source_mixpanel_export.lines import iter_line_batches, parse_line
@@ -69,13 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5, help="runs per stage; the best is kept")
+    parser.add_argument(
+        "--huge-int-fraction",
+        type=float,
+        default=None,
+        help="share of events holding an integer beyond 64 bits (default: the fake's own, ~12%%)",
+    )
     args = parser.parse_args(argv)
-    events = generate_events(args.events, dt.date(2024, 1, 1), 30, seed=1)
+    events = generate_events(args.events, dt.date(2024, 1, 1), 30, seed=1, huge_int_fraction=args.huge_int_fraction)
+    huge = sum(map(holds_huge_int, events))
     body = b"".join(event.export_line(True) for event in events)
     spill = Spill(True, 1 << 20, SpillMeter())
     spill.write(gzip.compress(body, compresslevel=1))  # as the fake sends it; Mixpanel's level is unknown
     print(
-        f"{args.events} events, {len(body) / args.events:.0f} B each, {spill.stored / args.events:.0f} B gzipped; "
+        f"{args.events} events, {huge / args.events:.2%} with an integer beyond 64 bits, "
+        f"{len(body) / args.events:.0f} B each, {spill.stored / args.events:.0f} B gzipped; "
         f"CPU µs per record, best of {args.repeat}"
     )
     print(f"  {'stage':26}{'cumulative':>11}{'this stage':>11}")

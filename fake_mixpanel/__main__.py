@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .data import generate_events
+from .data import generate_events, holds_huge_int
 from .server import FakeMixpanel
 
 
@@ -23,6 +23,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD, default today (UTC)")
     parser.add_argument("--late-fraction", type=float, default=0.0, help="share of events processed hours-days late")
+    parser.add_argument(
+        "--huge-int-fraction",
+        type=float,
+        default=None,
+        help="share of events holding an integer beyond 64 bits (default: as generated, about 12%%)",
+    )
     parser.add_argument("--legacy-timezone", default=None, help="serve as a pre-2023 project in this timezone")
     parser.add_argument("--auth-error-style", choices=("401", "400"), default="401")
     parser.add_argument("--username", default="sa-user")
@@ -41,7 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     end = args.end_date or dt.datetime.now(dt.UTC).date()
     start = end - dt.timedelta(days=args.days - 1)
-    events = generate_events(args.events, start, args.days, seed=args.seed, late_fraction=args.late_fraction)
+    events = generate_events(
+        args.events,
+        start,
+        args.days,
+        seed=args.seed,
+        late_fraction=args.late_fraction,
+        huge_int_fraction=args.huge_int_fraction,
+    )
+    huge = sum(map(holds_huge_int, events))
     server = FakeMixpanel(
         events,
         username=args.username,
@@ -63,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"service account: {args.username}:{args.secret} project_id={args.project_id}; "
         f"project secret: {args.api_secret} (empty password); "
-        f"{len(events)} events from {start} to {end} (UTC)",
+        f"{len(events)} events from {start} to {end} (UTC), "
+        f"{huge} ({huge / max(len(events), 1):.2%}) holding an integer beyond 64 bits",
         flush=True,
     )
     try:

@@ -54,6 +54,11 @@ AWKWARD_VALUES: tuple[tuple[str, Any], ...] = (
     ("long text", "lorem ipsum dolor sit amet " * 15),
 )
 
+# The integers above that orjson cannot hold (beyond [-2**63, 2**64-1]), and what stands in for one where
+# generate_events is asked for a set share of them: an integer that fits, as many events carry.
+HUGE_INTS: tuple[int, ...] = tuple(v for k, v in AWKWARD_VALUES if k == "huge_int")
+_HUGE_STAND_IN = 2**63 - 1
+
 _CITIES = ("San Francisco", "東京", "Москва", "São Paulo", "मुंबई", "القاهرة", "Zürich", "서울", "", "Kraków")
 _COUNTRIES = ("US", "JP", "RU", "BR", "IN", "EG", "CH", "KR", "PL", "DE")
 _LIBS = ("web", "android", "iphone", "python", "node")
@@ -125,6 +130,12 @@ class FakeEvent:
             return text.encode("utf-8") + b"\n"
 
 
+def holds_huge_int(event: FakeEvent) -> bool:
+    """Whether an event from generate_events holds an integer beyond 64 bits, which orjson cannot parse
+    exactly. Only its top-level properties are looked at: the generator puts such integers nowhere else."""
+    return any(type(value) is int and not -(2**63) <= value < 2**64 for value in event.properties.values())
+
+
 def _day_start_ms(day: dt.date) -> int:
     """Turn a UTC calendar day into its first epoch millisecond."""
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * 1000
@@ -186,17 +197,27 @@ def generate_events(
     missing_insert_id_fraction: float = 0.03,
     missing_processing_fraction: float = 0.01,
     users: int | None = None,
+    huge_int_fraction: float | None = None,
 ) -> list[FakeEvent]:
     """Make a reproducible event set over the UTC days [start, start+days), sorted by true time.
 
     The content depends only on (count, start, days, seed); late_fraction only changes which events get a
     processing time hours to days after their event time, so the same seed with and without late arrivals
     yields the same events.
+
+    `huge_int_fraction`: None (the default) leaves the awkward values as drawn, so about 12% of events
+    hold an integer beyond 64 bits (`huge_int`), far more than real projects send. A number sets that
+    share instead: every `huge_int` drawn becomes 2**63 - 1 (an integer that fits, same key), and each
+    event holds one of HUGE_INTS with this probability, from a draw of its own; everything else is the
+    same event set as without it.
     """
+    if huge_int_fraction is not None and not 0.0 <= huge_int_fraction <= 1.0:
+        raise ValueError("huge_int_fraction must be within [0, 1]")
     if count < 0 or days <= 0:
         raise ValueError("count must be >= 0 and days > 0")
     rng = random.Random(seed)
     timing = random.Random(f"{seed}/timing")
+    huge = random.Random(f"{seed}/huge")  # drawn from only when huge_int_fraction is set
     users = users or max(1, count // 5)
     first_ms = _day_start_ms(start)
     span_ms = days * _MS_PER_DAY
@@ -229,6 +250,11 @@ def generate_events(
             props[key] = value
         key, value = AWKWARD_VALUES[index % len(AWKWARD_VALUES)]
         props[key] = value
+        if huge_int_fraction is not None:
+            if "huge_int" in props:
+                props["huge_int"] = _HUGE_STAND_IN
+            if huge.random() < huge_int_fraction:
+                props["huge_int"] = HUGE_INTS[index % len(HUGE_INTS)]
         # Fixed number of timing draws per event, so late_fraction does not disturb anything else.
         missing, late, normal_delay, late_delay = timing.random(), timing.random(), timing.random(), timing.random()
         processing_ms: int | None

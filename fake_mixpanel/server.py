@@ -209,7 +209,9 @@ class FakeMixpanel:
 
         `cache_bodies` keeps each fault-free export body as sent (compressed) and sends it again for
         the same lines: the benchmark's server then costs next to no CPU after a warm-up, as Mixpanel's
-        servers cost the connector's machine none.
+        servers cost the connector's machine none. It also keeps which lines answer each export query
+        once every event is processed by the clock (no later answer can differ), so a repeated query
+        is not selected and shuffled again (1.3 s of CPU before the first byte at 1M events).
         """
         if auth_error_style not in ("401", "400"):
             raise ValueError("auth_error_style must be '401' or '400'")
@@ -243,6 +245,9 @@ class FakeMixpanel:
         self._rules: list[_Rule] = []
         self._cache_bodies = cache_bodies
         self._bodies: dict[tuple[bool, bool, tuple[int | bytes, ...]], list[bytes]] = {}
+        self._selections: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}  # see cache_bodies
+        self._last_processing_ms = 0  # the latest processing time of any event
+        self._generation = 0  # events added so far, in calls (a selection made before a call is not kept)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self.add_events(events)
@@ -317,6 +322,10 @@ class FakeMixpanel:
                 self._by_day.setdefault(shown // _MS_PER_DAY, []).append(index)
                 self._line_cache[True].append(None)
                 self._line_cache[False].append(None)
+                if event.processing_ms is not None:
+                    self._last_processing_ms = max(self._last_processing_ms, event.processing_ms)
+            self._generation += 1
+            self._selections.clear()
 
     @property
     def events(self) -> tuple[FakeEvent, ...]:
@@ -434,7 +443,7 @@ class FakeMixpanel:
                 self._send_whole(handler, record, reply, reply.body, None)
                 return
             items = _corrupt(reply.items, fault)
-            record.lines = sum(isinstance(item, int) for item in items)
+            record.lines = list(map(type, items)).count(int)  # event indices; 4x faster than a generator
             if fault is not None and fault.kind == "cut_off":
                 body = b"".join(self._render(items, reply.time_in_ms))
                 self._send_whole(handler, record, reply, body, fault.at_fraction)
@@ -599,8 +608,15 @@ class FakeMixpanel:
             raise _HttpError(400, ERR_INVALID_WHERE.format(reason=exc)) from None
         limit = _parse_limit(params.get("limit"))
         time_in_ms = params.get("time_in_ms", "").lower() == "true"
+        content_type = "text/plain; charset=utf-8"
 
+        query = (self.order, tuple(sorted(params.items())))
         with self._lock:
+            generation = self._generation
+            settled = self._cache_bodies and now >= self._last_processing_ms
+            kept = self._selections.get(query) if settled else None
+            if kept is not None:
+                return _Reply(200, items=list(kept), time_in_ms=time_in_ms, content_type=content_type)
             candidates = [i for day in range(first_day, last_day + 1) for i in self._by_day.get(day, ())]
         events, shown = self._events, self._shown_ms
         selected = []
@@ -616,7 +632,11 @@ class FakeMixpanel:
         self._arrange(selected, params)
         if limit is not None:
             del selected[limit:]
-        return _Reply(200, items=list(selected), time_in_ms=time_in_ms, content_type="text/plain; charset=utf-8")
+        if settled:
+            with self._lock:
+                if generation == self._generation:  # no events added meanwhile
+                    self._selections[query] = selected
+        return _Reply(200, items=list(selected), time_in_ms=time_in_ms, content_type=content_type)
 
     def _arrange(self, indices: list[int], params: dict[str, str]) -> None:
         """Order the result: shuffled by default (deterministic per request) so clients cannot lean on order."""
