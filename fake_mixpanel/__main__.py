@@ -7,9 +7,11 @@ import datetime as dt
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from .data import generate_events, holds_huge_int
+from .profiles import generate_profiles
 from .server import FakeMixpanel
 
 
@@ -19,6 +21,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--events", type=int, default=2000, help="number of generated events")
+    parser.add_argument("--profiles", type=int, default=2000, help="number of generated people profiles")
     parser.add_argument("--days", type=int, default=10, help="days the events spread over, ending at --end-date")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD, default today (UTC)")
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         huge_int_fraction=args.huge_int_fraction,
     )
     huge = sum(map(holds_huge_int, events))
+    end_of_end_ms = int(dt.datetime.combine(end, dt.time.max, dt.UTC).timestamp() * 1000)
+    profiles = generate_profiles(args.profiles, args.seed, now_ms=min(int(time.time() * 1000), end_of_end_ms))
     server = FakeMixpanel(
         events,
         username=args.username,
@@ -68,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         verbose=args.verbose,
         cache_bodies=args.cache_bodies,
+        profiles=profiles,
     )
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -78,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"service account: {args.username}:{args.secret} project_id={args.project_id}; "
         f"project secret: {args.api_secret} (empty password); "
         f"{len(events)} events from {start} to {end} (UTC), "
-        f"{huge} ({huge / max(len(events), 1):.2%}) holding an integer beyond 64 bits",
+        f"{huge} ({huge / max(len(events), 1):.2%}) holding an integer beyond 64 bits; {len(profiles)} profiles",
         flush=True,
     )
     try:

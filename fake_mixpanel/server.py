@@ -1,4 +1,4 @@
-"""A local fake of Mixpanel's Raw Event Export API, with a settable clock and fault injection, for connector tests."""
+"""A local fake of Mixpanel's Raw Event Export and Engage APIs, with a settable clock and fault injection, for tests."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from typing import Any, Literal, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from .data import FakeEvent, local_time_ms
+from .engage import DEFAULT_PAGE_SIZE, DEFAULT_SESSION_TTL_MS, ENGAGE_PATH, EngageError, ProfileStore, read_form
+from .profiles import DistinctId, FakeProfile
 from .where import UNDEFINED, Lookup, WhereError, compile_where
 
 EXPORT_PATH = "/api/2.0/export"
@@ -76,6 +78,9 @@ class Fault:
     trailer: str = "terminated early"
     delay_s: float = 1.0
     corrupt_line: bytes = b'{"event": "Broken", "properties": {'
+    # cut_off: False announces the whole body's Content-Length and hangs up after the cut; True sends the
+    # cut body (before compression) as a complete answer of that length, so only its content is broken.
+    consistent_length: bool = False
 
     def __post_init__(self) -> None:
         """Reject typos early rather than serving a silently normal response."""
@@ -108,6 +113,7 @@ class RequestRecord:
     lines: int = 0
     finished_monotonic: float | None = None
     sent_bytes: int = 0  # body bytes written, as sent (compressed when gzip was asked for)
+    method: str = "GET"
 
 
 @dataclass
@@ -117,6 +123,7 @@ class _Rule:
     predicate: Callable[[RequestRecord], bool]
     fault: Fault
     remaining: int
+    path: str = EXPORT_PATH
 
 
 @dataclass
@@ -129,6 +136,7 @@ class _Reply:
     time_in_ms: bool = False
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    corruptible: bool = False  # a JSON body (an Engage page) that the cut_off and bad_json faults may break
 
 
 class _HttpError(Exception):
@@ -165,6 +173,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         """Serve every GET through the fake."""
         self.server.fake._serve(self)
+
+    def do_POST(self) -> None:
+        """Serve a POST (the Engage API) with its form fields merged into the query parameters."""
+        self.server.fake._serve(self, read_form(self.headers, self.rfile))
 
     def version_string(self) -> str:
         """Name the fake in the Server header, without the Python version."""
@@ -204,6 +216,9 @@ class FakeMixpanel:
         order: Order = "shuffled",
         verbose: bool = False,
         cache_bodies: bool = False,
+        profiles: Iterable[FakeProfile] = (),
+        engage_page_size: int = DEFAULT_PAGE_SIZE,
+        engage_session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
     ) -> None:
         """Store settings and index the events; nothing listens until start().
 
@@ -212,6 +227,8 @@ class FakeMixpanel:
         servers cost the connector's machine none. It also keeps which lines answer each export query
         once every event is processed by the clock (no later answer can differ), so a repeated query
         is not selected and shuffled again (1.3 s of CPU before the first byte at 1M events).
+        `profiles` are the user profiles the Engage API serves; `engage_page_size` and `engage_session_ttl_ms`
+        (on the fake's clock) are attributes a test may change at any time.
         """
         if auth_error_style not in ("401", "400"):
             raise ValueError("auth_error_style must be '401' or '400'")
@@ -241,7 +258,7 @@ class FakeMixpanel:
         self._line_cache: dict[bool, list[bytes | None]] = {True: [], False: []}
         self._requests: list[RequestRecord] = []
         self._export_count = 0
-        self._by_number: dict[int, Fault] = {}
+        self._by_number: dict[tuple[str, int], Fault] = {}
         self._rules: list[_Rule] = []
         self._cache_bodies = cache_bodies
         self._bodies: dict[tuple[bool, bool, tuple[int | bytes, ...]], list[bytes]] = {}
@@ -250,7 +267,12 @@ class FakeMixpanel:
         self._generation = 0  # events added so far, in calls (a selection made before a call is not kept)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.engage_page_size = engage_page_size
+        self.engage_session_ttl_ms = engage_session_ttl_ms
+        self._engage_count = 0
+        self._profiles = ProfileStore()
         self.add_events(events)
+        self.add_profiles(profiles)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -349,17 +371,60 @@ class FakeMixpanel:
             cache[index] = line
         return line
 
+    # -- profiles (the Engage API, engage.py) ------------------------------------------------------------------
+
+    def add_profiles(self, profiles: Iterable[FakeProfile], data_group_id: str | None = None) -> None:
+        """Store user profiles, or the group profiles of one data_group_id; safe while serving."""
+        self._profiles.add(profiles, data_group_id)
+
+    @property
+    def profiles(self) -> tuple[FakeProfile, ...]:
+        """A snapshot of the stored user profiles, in serving order."""
+        return self._profiles.snapshot()
+
+    def group_profiles(self, data_group_id: str) -> tuple[FakeProfile, ...]:
+        """A snapshot of the stored group profiles of one data_group_id."""
+        return self._profiles.snapshot(data_group_id)
+
+    def update_profile(
+        self,
+        distinct_id: DistinctId,
+        properties: dict[str, Any],
+        ignore_time: bool = False,
+        data_group_id: str | None = None,
+    ) -> FakeProfile:
+        """Set properties like Mixpanel's $set (creating the profile if none) and `$last_seen` to the fake's now,
+        unless ignore_time: $ignore_time updates and edits in Mixpanel's UI leave `$last_seen` alone."""
+        now_ms = None if ignore_time else self.current_ms()
+        return self._profiles.update(distinct_id, properties, now_ms, data_group_id)
+
+    def delete_profile(self, distinct_id: DistinctId, data_group_id: str | None = None) -> None:
+        """Delete a profile: sessions opened later do not find it (KeyError if there is none)."""
+        self._profiles.delete(distinct_id, data_group_id)
+
+    def expire_sessions(self) -> None:
+        """End every Engage session now: a later page above 0 of any of them is refused."""
+        self._profiles.expire_sessions()
+
+    @property
+    def engage_requests(self) -> list[RequestRecord]:
+        """Only the Engage requests, numbered from 1 apart from the export's."""
+        with self._lock:
+            return [r for r in self._requests if r.path == ENGAGE_PATH]
+
     # -- faults and observation --------------------------------------------------------------------------------
 
-    def inject(self, request_number: int, fault: Fault) -> None:
-        """Make the Nth export request (counted from 1 in arrival order) misbehave."""
+    def inject(self, request_number: int, fault: Fault, path: str = EXPORT_PATH) -> None:
+        """Make the Nth export request (counted from 1 in arrival order) misbehave; or the Nth of path=ENGAGE_PATH."""
         with self._lock:
-            self._by_number[request_number] = fault
+            self._by_number[(path, request_number)] = fault
 
-    def inject_when(self, predicate: Callable[[RequestRecord], bool], fault: Fault, times: int = 1) -> None:
-        """Make the first `times` export requests that match the predicate misbehave."""
+    def inject_when(
+        self, predicate: Callable[[RequestRecord], bool], fault: Fault, times: int = 1, path: str = EXPORT_PATH
+    ) -> None:
+        """Make the first `times` export requests (or of path=ENGAGE_PATH) that match the predicate misbehave."""
         with self._lock:
-            self._rules.append(_Rule(predicate, fault, times))
+            self._rules.append(_Rule(predicate, fault, times, path))
 
     def clear_faults(self) -> None:
         """Forget every pending fault."""
@@ -380,29 +445,31 @@ class FakeMixpanel:
             return [r for r in self._requests if r.path == EXPORT_PATH]
 
     def reset_requests(self) -> None:
-        """Clear the log and restart export numbering at 1 (pending faults keep their numbers)."""
+        """Clear the log and restart export (and Engage) numbering at 1 (pending faults keep their numbers)."""
         with self._lock:
             self._requests.clear()
             self._export_count = 0
+            self._engage_count = 0
 
     def _take_fault(self, record: RequestRecord) -> Fault | None:
-        """Pick the fault for a new export request, consuming it."""
-        fault = self._by_number.pop(record.number, None)
+        """Pick the fault for a new numbered (export or Engage) request, consuming it."""
+        fault = self._by_number.pop((record.path, record.number), None)
         if fault is not None:
             return fault
         for rule in self._rules:
-            if rule.remaining > 0 and rule.predicate(record):
+            if rule.path == record.path and rule.remaining > 0 and rule.predicate(record):
                 rule.remaining -= 1
                 return rule.fault
         return None
 
     # -- request handling ----------------------------------------------------------------------------------------
 
-    def _serve(self, handler: _Handler) -> None:
-        """Handle one request: log it, apply any fault, answer."""
+    def _serve(self, handler: _Handler, form: dict[str, str] | None = None) -> None:
+        """Handle one request (a POST's form fields override its query's): log it, apply any fault, answer."""
         arrived_monotonic, arrived_wall = time.monotonic(), time.time()
         url = urlsplit(handler.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
+        params.update(form or {})
         auth = self._classify_auth(handler.headers.get("Authorization"))
         wants_gzip = "gzip" in (handler.headers.get("Accept-Encoding") or "").lower()
         with self._lock:
@@ -410,7 +477,11 @@ class FakeMixpanel:
             if url.path == EXPORT_PATH:
                 self._export_count += 1
                 number = self._export_count
+            elif url.path == ENGAGE_PATH:
+                self._engage_count += 1
+                number = self._engage_count
             record = RequestRecord(number, url.path, params, arrived_monotonic, arrived_wall, auth, wants_gzip)
+            record.method = handler.command
             self._requests.append(record)
             fault = self._take_fault(record) if number else None
         if fault is not None:
@@ -437,6 +508,13 @@ class FakeMixpanel:
     def _send(self, handler: _Handler, record: RequestRecord, reply: _Reply, fault: Fault | None) -> None:
         """Apply body faults, then write the response: export bodies streamed, the rest whole."""
         try:
+            if reply.items is None and reply.corruptible and fault is not None and fault.kind == "cut_off":
+                self._send_whole(handler, record, reply, reply.body, fault.at_fraction, fault.consistent_length)
+                return
+            if reply.items is None and reply.corruptible and fault is not None and fault.kind == "bad_json":
+                middle = len(reply.body) // 2
+                self._send_whole(handler, record, reply, reply.body[:middle] + fault.corrupt_line + reply.body[middle:])
+                return
             if reply.items is None:
                 if fault is not None and fault.kind not in ("status", "slow"):
                     record.fault = None  # a body fault on an error reply has nothing to corrupt
@@ -446,7 +524,7 @@ class FakeMixpanel:
             record.lines = list(map(type, items)).count(int)  # event indices; 4x faster than a generator
             if fault is not None and fault.kind == "cut_off":
                 body = b"".join(self._render(items, reply.time_in_ms))
-                self._send_whole(handler, record, reply, body, fault.at_fraction)
+                self._send_whole(handler, record, reply, body, fault.at_fraction, fault.consistent_length)
             elif self._cache_bodies and fault is None:
                 self._send_cached(handler, record, reply, items)
             else:
@@ -472,9 +550,19 @@ class FakeMixpanel:
         handler.end_headers()
 
     def _send_whole(
-        self, handler: _Handler, record: RequestRecord, reply: _Reply, body: bytes, cut_fraction: float | None
+        self,
+        handler: _Handler,
+        record: RequestRecord,
+        reply: _Reply,
+        body: bytes,
+        cut_fraction: float | None = None,
+        consistent_length: bool = False,
     ) -> None:
-        """Send a body with its Content-Length, or only a prefix of it before hanging up (the cut_off fault)."""
+        """Send a body with its Content-Length, or only a prefix of it before hanging up (the cut_off fault);
+        consistent_length sends the prefix as the whole answer instead."""
+        if cut_fraction is not None and consistent_length:
+            body, cut_fraction = body[: int(len(body) * cut_fraction)], None
+            record.lines = min(record.lines, body.count(b"\n"))
         if record.gzip:
             body = gzip.compress(body, compresslevel=1, mtime=0)
         self._start_reply(handler, record, reply, len(body))
@@ -534,11 +622,13 @@ class FakeMixpanel:
         """Dispatch by path after authentication."""
         if path == CLOCK_PATH:
             return self._clock(params)
-        if path not in (EXPORT_PATH, EVENT_NAMES_PATH, TOP_PROPERTIES_PATH):
+        if path not in (EXPORT_PATH, EVENT_NAMES_PATH, TOP_PROPERTIES_PATH, ENGAGE_PATH):
             raise _HttpError(404, ERR_NOT_FOUND)
         self._check_auth(auth, params)
         if path == EXPORT_PATH:
             return self._export(params)
+        if path == ENGAGE_PATH:
+            return self._engage(params)
         if path == EVENT_NAMES_PATH:
             return self._event_names(params)
         return self._top_properties(params)
@@ -637,6 +727,19 @@ class FakeMixpanel:
                 if generation == self._generation:  # no events added meanwhile
                     self._selections[query] = selected
         return _Reply(200, items=list(selected), time_in_ms=time_in_ms, content_type=content_type)
+
+    def _engage(self, params: dict[str, str]) -> _Reply:
+        """Answer an Engage request with one page of profiles (engage.py)."""
+        try:
+            body = self._profiles.answer(
+                params,
+                now_ms=self.current_ms(),
+                page_size=self.engage_page_size,
+                session_ttl_ms=self.engage_session_ttl_ms,
+            )
+        except EngageError as exc:
+            return _Reply(exc.status, exc.body)
+        return _Reply(200, body, corruptible=True)
 
     def _arrange(self, indices: list[int], params: dict[str, str]) -> None:
         """Order the result: shuffled by default (deterministic per request) so clients cannot lean on order."""

@@ -13,6 +13,9 @@ Grammar (precedence low to high: or, and, not, comparison)::
 Semantics: a missing property is UNDEFINED (null counts as not defined); every comparison involving UNDEFINED
 is false, `!=` included. Values of different types are never equal and never ordered. `x in list` tests
 membership, `"sub" in string` a substring.
+
+With `string_dates=True` (profiles, whose `$created` and `$last_seen` are strings like "2008-12-12T11:20:47",
+naive meaning UTC) a string compared with a datetime is read as a datetime; event filters keep the default.
 """
 
 from __future__ import annotations
@@ -146,6 +149,15 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     return a <= b
 
 
+def _compare_string_dates(op: str, a: Any, b: Any) -> bool:
+    """_compare, but a string beside a datetime is read as one (an unparseable string compares false)."""
+    if isinstance(a, dt.datetime) and isinstance(b, str):
+        b = _to_datetime(b)
+    elif isinstance(b, dt.datetime) and isinstance(a, str):
+        a = _to_datetime(a)
+    return _compare(op, a, b)
+
+
 def _contains(needle: Any, haystack: Any) -> bool:
     """Implement `in`: list membership or substring."""
     if needle is UNDEFINED or haystack is UNDEFINED:
@@ -241,10 +253,11 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 class _Parser:
     """Recursive-descent parser that compiles straight to closures, so evaluation per event is cheap."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, string_dates: bool = False) -> None:
         """Tokenize up front so errors point at positions."""
         self.tokens = _tokenize(text)
         self.index = 0
+        self.compare = _compare_string_dates if string_dates else _compare
 
     @property
     def token(self) -> _Token:
@@ -310,8 +323,8 @@ class _Parser:
         if token.kind == "op" and token.text in _COMPARISONS:
             self._advance()
             right = self._primary()
-            op = token.text
-            return lambda get: _compare(op, left(get), right(get))
+            op, compare = token.text, self.compare
+            return lambda get: compare(op, left(get), right(get))
         if self._accept("in"):
             right = self._primary()
             return lambda get: _contains(left(get), right(get))
@@ -395,12 +408,12 @@ def _constant(value: Any) -> _Node:
 
 
 @lru_cache(maxsize=256)
-def compile_where(text: str) -> Predicate:
+def compile_where(text: str, string_dates: bool = False) -> Predicate:
     """Parse an expression once into a predicate over a property lookup (name -> value or UNDEFINED)."""
-    node = _Parser(text).parse()
+    node = _Parser(text, string_dates).parse()
     return lambda get: _truthy(node(get))
 
 
-def evaluate(text: str, properties: Mapping[str, Any]) -> bool:
+def evaluate(text: str, properties: Mapping[str, Any], string_dates: bool = False) -> bool:
     """Evaluate an expression against a plain mapping; missing keys are undefined. Handy in tests."""
-    return compile_where(text)(lambda name: properties.get(name, UNDEFINED))
+    return compile_where(text, string_dates)(lambda name: properties.get(name, UNDEFINED))
