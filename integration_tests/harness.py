@@ -269,9 +269,9 @@ def parse_messages(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.split("\n") if line.strip()]
 
 
-def state_input(stream_state: dict[str, Any]) -> list[dict[str, Any]]:
+def state_input(stream_state: dict[str, Any], name: str = "export") -> list[dict[str, Any]]:
     """The --state file content for a per-stream state."""
-    return [{"type": "STREAM", "stream": {"stream_descriptor": {"name": "export"}, "stream_state": stream_state}}]
+    return [{"type": "STREAM", "stream": {"stream_descriptor": {"name": name}, "stream_state": stream_state}}]
 
 
 def event_key(name: str, properties: dict[str, Any]) -> str:
@@ -335,9 +335,10 @@ def read_and_kill(
     stop: Stop,
     sig: int = signal.SIGKILL,
     env: dict[str, str] | None = None,
+    name: str = "export",
 ) -> Run:
     """Run `read`, and send it `sig` (SIGKILL) as soon as `stop(messages so far)` holds; return everything
-    it printed until it ended. `env` is added to its environment.
+    it printed until it ended. `env` is added to its environment; `name` is the stream read (incremental).
 
     stdout is read one line at a time and no further once `stop` holds, so a sync busy emitting records
     blocks on the full pipe right there. A torn last line (the kill landed mid-write) is dropped, as a
@@ -345,9 +346,9 @@ def read_and_kill(
     """
     args = [*command(connector_clock(config, None)), "read"]
     args += ["--config", str(write_json(tmp_path / "kill_config.json", config))]
-    args += ["--catalog", str(write_json(tmp_path / "kill_catalog.json", catalog(INCREMENTAL)))]
+    args += ["--catalog", str(write_json(tmp_path / "kill_catalog.json", catalog(INCREMENTAL, name)))]
     if state is not None:
-        args += ["--state", str(write_json(tmp_path / "kill_state.json", state_input(state)))]
+        args += ["--state", str(write_json(tmp_path / "kill_state.json", state_input(state, name)))]
     messages: list[dict[str, Any]] = []
     out = bytearray()
     with open(tmp_path / "kill_stderr.txt", "wb") as stderr:

@@ -7,7 +7,7 @@ profiles) on mixpanel.com / eu.mixpanel.com / in.mixpanel.com. `api_base_url` re
 host of every API: one base URL serves all their paths (a proxy that routes them, the fake server).
 A stream names its endpoint in its definition (catalog.StreamDef); this module names no stream.
 
-`check` and the read send their requests through `export_get`, so both honour proxies
+`check` and the reads send their requests through `export_get` and `engage_post`, so all honour proxies
 (HTTP(S)_PROXY, NO_PROXY) and REQUESTS_CA_BUNDLE as requests does, and both refuse redirects: a
 redirect from the export host is never Mixpanel's answer (a captive portal, a misconfigured proxy),
 and following it would carry the query, or with some clients the credentials, to another host.
@@ -20,6 +20,7 @@ blocked in it (headers or body) at once.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -30,8 +31,10 @@ from typing import Any
 
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
+from .body import Gunzip, GzipError
 from .config import Config
 from .windows import Window
 
@@ -40,7 +43,17 @@ USER_AGENT = "source-mixpanel-export (Airbyte connector)"
 # After request_timeout_seconds, an attempt must have averaged this much on the wire (gzip): Mixpanel
 # sends megabytes a second, so only a stalled or hostile server is this slow.
 MIN_BYTES_PER_SECOND = 16 * 1024
-WATCH_SECONDS = 0.5  # how often a deadline is looked at
+CHUNK_BYTES = 1 << 16  # bytes read off the wire at a time (read_decoded)
+WATCH_SECONDS = 0.5
+# What reading a body raw can raise besides requests' own errors: the connection cut or shut by its
+# deadline (urllib3, http.client, OSError), a broken gzip stream.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    GzipError,
+)  # how often a deadline is looked at
 _attempt = threading.local()  # the Deadline of the attempt this thread is making
 EXPORT_HOSTS = {"US": "data.mixpanel.com", "EU": "data-eu.mixpanel.com", "IN": "data-in.mixpanel.com"}
 QUERY_HOSTS = {"US": "mixpanel.com", "EU": "eu.mixpanel.com", "IN": "in.mixpanel.com"}
@@ -199,10 +212,52 @@ def export_get(
         timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout),
         allow_redirects=False,
     )
+    return _watched(response)
+
+
+def engage_post(
+    session: requests.Session, config: Config, form: Mapping[str, str], read_timeout: float
+) -> requests.Response:
+    """One Engage (Query API) request, its fields form-encoded; otherwise as `export_get`."""
+    params = {"project_id": str(config.project_id)} if config.project_id is not None else {}
+    response = session.post(
+        ENGAGE_ENDPOINT.url(config),
+        params=params,
+        data=dict(form),
+        auth=config.credentials.basic_auth(),
+        stream=True,
+        timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout),
+        allow_redirects=False,
+    )
+    return _watched(response)
+
+
+def _watched(response: requests.Response) -> requests.Response:
+    """Hand the response to the Deadline of this thread's attempt, which can then shut its socket."""
     watched = getattr(_attempt, "deadline", None)
     if watched is not None:
         watched.response = response
     return response
+
+
+def read_decoded(response: requests.Response, watched: Deadline, max_bytes: int) -> bytes:
+    """The first `max_bytes` (at most) of a response's decoded body, what came over the wire counted
+    for its deadline.
+
+    The body is read as it came over the wire and inflated here by body.Gunzip, in pieces of at most
+    PIECE_BYTES: `iter_content` leaves that to urllib3, which (before 2.6) inflates each read whole,
+    some 64 MB at once from 64 kB of a gzip bomb.
+    """
+    gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
+    decoder = Gunzip() if gzipped else None
+    body = bytearray()
+    for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
+        watched.received += len(raw)
+        for piece in decoder.pieces(raw) if decoder else (raw,):
+            body += piece[: max_bytes - len(body)]
+            if len(body) >= max_bytes:
+                return bytes(body)
+    return bytes(body)
 
 
 def where_clause(user_where: str | None, window: Window) -> str | None:

@@ -1,4 +1,5 @@
-"""Mixpanel's per-project query budget (60 an hour, 3 a second), enforced before a request is sent.
+"""Mixpanel's per-project query budgets (the export's 60 an hour and 3 a second; the Query API's 60 an hour
+and 5 at once, kept apart), enforced before a request is sent.
 
 Not the CDK's `MovingWindowCallRatePolicy`: it keeps time with pyrate_limiter's own wall clock, which
 cannot be injected, so its waits could only be tested by waiting. The same moving windows are a few
@@ -25,7 +26,11 @@ HOUR_SECONDS = 3600.0
 class RateBudget:
     """Blocks the calling thread until a request fits both the per-second and per-hour rates."""
 
-    def __init__(self, per_second: int, per_hour: int, clock: Clock, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self, per_second: int, per_hour: int, clock: Clock, logger: logging.Logger | None = None, name: str = "export"
+    ) -> None:
+        """`name` says in logs whose budget it is: each API has its own (the export's, the Query API's)."""
+        self._name = name
         self._rates = [(per_second, 1.0 + ARRIVAL_MARGIN_SECONDS), (per_hour, HOUR_SECONDS + ARRIVAL_MARGIN_SECONDS)]
         self._sent: collections.deque[float] = collections.deque()  # send times within the longest interval
         self._per_hour = per_hour
@@ -46,7 +51,7 @@ class RateBudget:
             if wait >= LONG_WAIT_SECONDS and not held:
                 resume = dt.datetime.fromtimestamp(self._clock.wall() + wait, dt.UTC)
                 self._logger.info(
-                    f"Mixpanel's export budget ({self._per_hour} queries per hour) is used up: "
+                    f"Mixpanel's {self._name} budget ({self._per_hour} queries per hour) is used up: "
                     f"waiting {wait / 60:.0f} min, the sync continues at {resume:%H:%M:%S} UTC."
                 )
             if self._clock.sleep(wait):

@@ -19,7 +19,8 @@ from typing import Any
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteStream
 
-from .api import EXPORT_ENDPOINT, Endpoint
+from . import profiles
+from .api import ENGAGE_ENDPOINT, EXPORT_ENDPOINT, Endpoint
 from .errors import config_error
 from .records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA
 
@@ -40,7 +41,9 @@ class StreamDef:
 
 # Mixpanel's raw events (records.py builds them): one record per exported event.
 EXPORT = StreamDef("export", SCHEMA, PRIMARY_KEY, CURSOR_FIELD, EXPORT_ENDPOINT)
-STREAMS: tuple[StreamDef, ...] = (EXPORT,)
+# Mixpanel's people profiles (profiles.py builds them): one record per profile, from the Query API.
+PROFILES = StreamDef("profiles", profiles.SCHEMA, profiles.PRIMARY_KEY, profiles.CURSOR_FIELD, ENGAGE_ENDPOINT)
+STREAMS: tuple[StreamDef, ...] = (EXPORT, PROFILES)
 
 
 def configured_streams(

@@ -8,20 +8,18 @@ times that sit a whole UTC offset away from the moment Mixpanel received the eve
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import logging
 import re
 import statistics
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import requests
-import urllib3
 
-from .api import Deadline, deadline, export_get, export_params, new_session
-from .body import Gunzip, GzipError
+from .api import TRANSPORT_ERRORS, deadline, export_get, export_params, new_session, read_decoded
+from .body import GzipError
 from .config import Config
 from .records import LegacyClock
 from .retry import DateAfterToday, Retriable, TooLarge, error_message, status_failure
@@ -30,16 +28,6 @@ from .windows import ONE_DAY, Window
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
 ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the sample
 SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
-CHUNK_BYTES = 1 << 16  # bytes read off the wire at a time
-# What reading a sample's body can raise besides requests' own errors, now that it is read raw: the
-# connection cut or shut by its deadline (urllib3, http.client, OSError), a broken gzip stream.
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
-    GzipError,
-)
 _LINE = re.compile(rb"[^\n]+")  # a line that is not empty
 
 MINUTE_MS = 60_000
@@ -84,7 +72,7 @@ def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
     with new_session() as session, deadline(timeout) as watched:
         try:
             with export_get(session, config, params, timeout) as response:
-                body = _read_sample(response, watched)
+                body = read_decoded(response, watched, SAMPLE_MAX_BYTES)
             if watched.expired:  # a body that ends with its connection looks whole when cut off
                 raise TooSlow(watched.problem())
             return response.status_code, body
@@ -92,30 +80,6 @@ def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
             if watched.expired:
                 raise TooSlow(watched.problem()) from None
             raise
-
-
-def _read_sample(response: requests.Response, watched: Deadline) -> bytes:
-    """The first SAMPLE_MAX_BYTES (at most) of a response's decoded body.
-
-    The body is read as it came over the wire and inflated here by body.Gunzip, in pieces of at most
-    PIECE_BYTES: `iter_content` leaves that to urllib3, which (before 2.6) inflates each read whole,
-    some 64 MB at once from 64 kB of a gzip bomb.
-    """
-    body = bytearray()
-    for piece in _decoded(response, watched):
-        body += piece[: SAMPLE_MAX_BYTES - len(body)]
-        if len(body) >= SAMPLE_MAX_BYTES:
-            break
-    return bytes(body)
-
-
-def _decoded(response: requests.Response, watched: Deadline) -> Iterator[bytes]:
-    """The body's bytes, inflated when gzipped, with what came over the wire counted for its deadline."""
-    gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
-    decoder = Gunzip() if gzipped else None
-    for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
-        watched.received += len(raw)
-        yield from decoder.pieces(raw) if decoder else (raw,)
 
 
 class TooSlow(Exception):

@@ -25,11 +25,12 @@ import urllib3
 
 from .api import Deadline, deadline, export_get, export_params, new_session
 from .body import BodyCheck, DiskFull, GzipError, Incomplete, Limit, Spill, SpillMeter, Unverifiable, receive
-from .budget import LONG_WAIT_SECONDS, RateBudget
+from .budget import RateBudget
 from .clock import Clock
 from .config import Config
-from .errors import system_error, transient_error
-from .retry import Retriable, backoff_seconds, error_message, http_date, retry_after_seconds, status_failure
+from .errors import system_error
+from .retry import Retriable, error_message, http_date, retry_after_seconds, status_failure
+from .waits import Cancelled, Waits
 from .windows import BYTES_PER_TARGET_EVENT, Window
 
 CHUNK_BYTES = 1 << 16  # compressed bytes read at a time
@@ -43,10 +44,6 @@ OVERSIZE_FACTOR = 2  # a body past this many times the window target is abandone
 DATE_TRUST_MS = 5 * 60_000
 DATE_FLOOR_MS = 86_400_000  # a Date further behind than a day is not used (1970, a broken server)
 UNVERIFIABLE_ATTEMPTS = 3  # bodies whose end nothing proves, in a row, before the sync fails saying why
-
-
-class Cancelled(Exception):
-    """The sync is stopping: abandon this window quietly."""
 
 
 @dataclass
@@ -96,7 +93,12 @@ class ExportClient:
         self._logger = logger or logging.getLogger("airbyte")
         self._session = session or new_session()
         self.meter = meter or SpillMeter()
-        self._rand = rand
+        self._waits = Waits(
+            config.max_retry_seconds, config.retry_initial_backoff_seconds, budget, clock, stop, self._logger,
+            "The project's export quota is shared with every other tool exporting from it: lower "
+            "requests_per_hour / max_concurrent_requests, or run the sync later.",
+            rand,
+        )
         target = config.window_target_events * OVERSIZE_FACTOR
         self._limit = Limit(lines=target, size=target * BYTES_PER_TARGET_EVENT)
         self._skew_warned = False
@@ -104,7 +106,6 @@ class ExportClient:
     def fetch(self, window: Window) -> Download:
         """The window's complete body, after as many attempts as the retry budget allows."""
         started = self._clock.monotonic()
-        deadline = started + self._config.max_retry_seconds
         attempt = repeats = 0  # repeats: failures in a row of a kind that repeats (Retriable.attempts)
         malformed_retried = False
         while True:
@@ -117,7 +118,7 @@ class ExportClient:
                 repeats = repeats + 1 if failure.attempts is not None else 0
                 if failure.attempts is not None and repeats >= failure.attempts:
                     raise self._repeated(window, repeats, failure) from None
-                self._wait_before_retry(window, attempt, failure, started, deadline)
+                self._waits.before_retry(f"window {window.label()}", attempt, failure, started)
                 continue
             if download.malformed_lines and not malformed_retried:
                 malformed_retried = True
@@ -128,47 +129,6 @@ class ExportClient:
                 download.close()
                 continue
             return download
-
-    def _wait_before_retry(
-        self, window: Window, attempt: int, failure: Retriable, started: float, deadline: float
-    ) -> None:
-        """Sleep before the next attempt, or give up with a transient error once the retry budget is spent."""
-        if self._stop.is_set():  # the sync is over: no retry, and no log line racing its last messages
-            raise Cancelled()
-        delay = backoff_seconds(attempt, failure.retry_after, self._config.retry_initial_backoff_seconds, self._rand)
-        now = self._clock.monotonic()
-        if now + delay > deadline:
-            raise self._gave_up(window, attempt, failure, now - started, delay)
-        if failure.rate_limited:
-            self._budget.hold(delay)  # every download waits, not only this one
-        resume = ""
-        if delay >= LONG_WAIT_SECONDS:
-            moment = dt.datetime.fromtimestamp(self._clock.wall() + delay, dt.UTC)
-            resume = f"; the sync continues at {moment:%H:%M:%S} UTC"
-        self._logger.warning(
-            f"Window {window.label()} attempt {attempt} failed ({failure}); retrying in {delay:.1f} s{resume}."
-        )
-        if self._clock.sleep(delay):
-            raise Cancelled()
-
-    def _gave_up(self, window: Window, attempt: int, failure: Retriable, spent: float, delay: float) -> Exception:
-        asked = (
-            f" Mixpanel asked to wait {delay:.0f} s more (Retry-After), beyond max_retry_seconds."
-            if failure.retry_after is not None
-            else ""
-        )
-        advice = (
-            " The project's export quota is shared with every other tool exporting from it: lower "
-            "requests_per_hour / max_concurrent_requests, or run the sync later."
-            if failure.rate_limited
-            else " Try the sync again later; raise max_retry_seconds to wait longer."
-        )
-        return transient_error(
-            f"Mixpanel kept failing for window {window.label()}: {failure} ({attempt} attempt(s) over "
-            f"{spent:.0f} s, max_retry_seconds is {self._config.max_retry_seconds:.0f}).{asked} "
-            "Everything before this window was delivered and checkpointed; the next sync resumes "
-            f"there.{advice}",
-        )
 
     def _repeated(self, window: Window, attempt: int, failure: Retriable) -> Exception:
         """The error for a failure that came back `attempt` times in a row."""

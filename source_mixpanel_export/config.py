@@ -239,6 +239,32 @@ class Config:
         "at least 1) days: a sweep of all history takes about (history days / block days) / this many "
         "syncs. 0 turns the sweep off. Skipped when the hourly budget is short.",
     )
+    profile_properties: tuple[str, ...] = setting(
+        "Profile properties", (), shown="all properties", schema={"items": {"type": "string"}},
+        description="`profiles` stream: only these profile properties (Mixpanel's `output_properties`); "
+        "`$last_seen` is always added, since it places each profile in the ranges it is read by.",
+    )
+    profile_cohort_id: int | None = setting(
+        "Profile cohort ID", None, shown="every profile", bounds=PROJECT_ID_BOUNDS,
+        description="`profiles` stream: only the members of this cohort (its id in Mixpanel's Cohorts page).",
+    )
+    profile_requests_per_hour: int = setting(
+        "Query API queries per hour", 60, bounds=(1, 100_000),
+        description="`profiles` stream: Query API queries this connection sends per hour, a budget of its own "
+        "beside the export's. Mixpanel allows 60 per project; each query returns up to 1,000 profiles.",
+    )
+    profile_range_pages: int = setting(
+        "Profile pages per range (advanced)", 25, bounds=(1, 1000),
+        description="`profiles` stream: about how many pages of 1,000 profiles one range of `$last_seen` holds. "
+        "A sync checkpoints after each range, and a stopped sync reads its range again from the start.",
+    )
+    profile_sweep_requests: int = setting(
+        "Profile sweep requests per sync", 10, bounds=(0, 60),  # an hour of the Query API's budget at most
+        description="`profiles` stream: incremental syncs spend up to this many extra Query API queries "
+        "re-reading all profiles a part at a time, so that changes `$last_seen` does not show (edits in "
+        "Mixpanel's UI, updates with `$ignore_time`) arrive within about (profiles / (1,000 x this)) syncs. "
+        "0 turns it off.",
+    )
 
     @property
     def export_url(self) -> str:
@@ -334,7 +360,9 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
         start_has_time=start_has_time,
         end_day=end_day,
         project_timezone=timezone,
-        events=_events(raw.get("events")),
+        events=_names(raw.get("events"), "events", "event"),
+        profile_properties=_names(raw.get("profile_properties"), "profile_properties", "property"),
+        profile_cohort_id=_cohort(raw.get("profile_cohort_id")),
         where=_where(raw.get("where")),
         base_url=_base_url(raw.get("api_base_url"), region),
         **plain,
@@ -547,21 +575,28 @@ def _end_day(value: Any, timezone: str, today: dt.date) -> dt.date | None:
     return day
 
 
-def _events(value: Any) -> tuple[str, ...]:
-    """Event names. One name may be given as a plain string; a string with commas is refused, since
-    Mixpanel would read it as a single (most likely nonexistent) name and the sync would be empty."""
+def _names(value: Any, key: str, what: str) -> tuple[str, ...]:
+    """Event or property names. One name may be given as a plain string; a string with commas is refused,
+    since Mixpanel would read it as a single (most likely nonexistent) name and the sync would be empty."""
     if value in (None, "", []):
         return ()
     if isinstance(value, str):
         if "," in value:
+            example = '["Page View", "Sign Up"]' if what == "event" else '["$email", "plan"]'
             raise config_error(
-                f"events must be a list of event names, got the text {_shown(value)}: write it as a list, "
-                'e.g. ["Page View", "Sign Up"].'
+                f"{key} must be a list of {what} names, got the text {_shown(value)}: write it as a list, "
+                f"e.g. {example}."
             )
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise config_error("events must be a list of event names (non-empty strings).")
+        raise config_error(f"{key} must be a list of {what} names (non-empty strings).")
     return tuple(value)
+
+
+def _cohort(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    return int(_plain(value, "profile_cohort_id", "int", PROJECT_ID_BOUNDS))
 
 
 def _where(value: Any) -> str | None:

@@ -95,8 +95,11 @@ def http_date(value: str) -> dt.datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-def status_failure(config: Config, status: int, message: str, retry_after: float | None) -> Exception:
-    """What an answer other than 200 means for the window: retry, split, shorten, or stop."""
+def status_failure(
+    config: Config, status: int, message: str, retry_after: float | None, api: tuple[str, str] | None = None
+) -> Exception:
+    """What an answer other than 200 means for the request: retry, split, shorten, or stop. `api` is the
+    (URL, name) a refusal names; by default the Raw Event Export API's."""
     if status == 429:
         return Retriable(f"429 rate limited: {message}", retry_after, rate_limited=True)
     if status >= 500 or status == 408:
@@ -106,16 +109,17 @@ def status_failure(config: Config, status: int, message: str, retry_after: float
         return TooLarge(message)
     if status == 400 and "cannot be later than today" in lowered:
         return DateAfterToday(message)
-    return describe_rejection(config, status, message)
+    return describe_rejection(config, status, message, api)
 
 
-def describe_rejection(config: Config, status: int, message: str) -> Exception:
+def describe_rejection(config: Config, status: int, message: str, api: tuple[str, str] | None = None) -> Exception:
     """A config error a person can act on, for a request Mixpanel refused outright."""
     lowered = message.lower()
+    url, name = api or (config.export_url, "Raw Event Export API")
     account = isinstance(config.credentials, ServiceAccount)
     if 300 <= status < 400:
         return config_error(
-            f"{config.export_url} answered {status} ({message}), a redirect, which the connector does not "
+            f"{url} answered {status} ({message}), a redirect, which the connector does not "
             "follow (it would send the credentials elsewhere). Check region and api_base_url."
         )
     if status == 401 or (status == 400 and "authenticate" in lowered):
@@ -125,11 +129,11 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
             hint += "; if the project's data lives in the EU or India, set region to EU or IN"
         return config_error(hint + ".")
     if status == 403:
-        return config_error(_forbidden(config, message))
+        return config_error(_forbidden(config, message, name))
     if status == 402:
-        return config_error(f"Mixpanel's plan for this project does not allow raw export (402: {message}).")
+        return config_error(f"Mixpanel's plan for this project does not allow the {name} (402: {message}).")
     if status == 404:
-        return config_error(f"No export API at {config.export_url} (404). Check region and api_base_url.")
+        return config_error(f"No {name} at {url} (404). Check region and api_base_url.")
     if status == 400 and "project" in lowered:
         return config_error(f"Mixpanel rejected the project id (400: {message}). Check credentials.project_id.")
     if status == 400 and ("where" in lowered or "event" in lowered or "segmentation" in lowered):
@@ -139,14 +143,14 @@ def describe_rejection(config: Config, status: int, message: str) -> Exception:
     return system_error(f"Unexpected answer from Mixpanel ({status}: {message}).")
 
 
-def _forbidden(config: Config, message: str) -> str:
+def _forbidden(config: Config, message: str, name: str) -> str:
     """What to check after a 403: the project when the config names one; with a project secret that
     names none, the secret itself (it alone says which project is meant)."""
     if isinstance(config.credentials, ServiceAccount):
         return (
-            f"Mixpanel refused access to project {config.project_id} (403: {message}). Check "
+            f"Mixpanel refused the {name} access to project {config.project_id} (403: {message}). Check "
             "credentials.project_id and that the service account is a member of that project "
-            "(with access to classified data if the project has any)."
+            "(with access to classified data if the project has any) and its role may use this API."
         )
     if config.project_id is not None:
         return (

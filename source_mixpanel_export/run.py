@@ -22,11 +22,12 @@ from airbyte_cdk.models import AirbyteMessage, FailureType, Type
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from .client import Cancelled
+from .clock import Stop
 from .entry import Entrypoint
 from .errors import config_error
 from .records import Batch
 from .source import SourceMixpanelExport
+from .waits import Cancelled
 from .writer import MessageWriter
 
 
@@ -44,7 +45,7 @@ def read(source: SourceMixpanelExport, args: list[str], out: IO[bytes]) -> None:
     config = source.parse(raw_config)  # our own messages name the field; the CDK's schema check does not
     catalog = _read_json(source.read_catalog, parsed.catalog, "catalog")
     state = _read_json(source.read_state, parsed.state, "state") if parsed.state else []
-    stop, terminated = threading.Event(), threading.Event()  # the read sets `stop` itself when it ends
+    stop, terminated = Stop(), threading.Event()
     last_state: list[AirbyteMessage] = []
 
     def on_sigterm(signum: int, frame: object) -> None:

@@ -2,8 +2,9 @@
 
 Discover lists the definitions; read takes the catalog's entries (catalog.configured_streams) and
 hands each to its stream's reader in READERS, with that stream's state. What is the same for every
-stream happens here: picking its state, its STREAM_STATUS traces, naming its records (Batch.stream)
-and naming it in a state refusal (state.StateRefused). Today the one stream is `export`.
+stream happens here: picking its state, its STREAM_STATUS traces, naming its records (Batch.stream),
+naming it in a state refusal (state.StateRefused) and its own stop event (clock.Stop). The streams are
+`export` (stream.py) and `profiles` (profile_stream.py).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets,
 from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_status_message
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from .catalog import EXPORT, STREAMS, StreamDef, configured_streams
+from .catalog import EXPORT, PROFILES, STREAMS, StreamDef, configured_streams
 from .check import run_check
+from .clock import Stop, utc_now
 from .config import Config, parse_config
+from .profile_state import parse_profile_state
+from .profile_stream import ProfileReader
 from .records import Batch
 from .spec import CONNECTION_SPECIFICATION, connector_specification
 from .state import StateRefused, parse_state, state_file_entries, stream_state_of
@@ -144,12 +148,22 @@ StreamReader = Callable[[Config, logging.Logger, SyncMode, Any, threading.Event 
 def read_export(
     config: Config, logger: logging.Logger, mode: SyncMode, raw_state: Any, stop: threading.Event | None
 ) -> Iterator[Item]:
-    """The export stream's items: its state parsed first (a bad one fails before the stream starts)."""
-    export_state = parse_state(raw_state, timezone=config.request_timezone)
+    """The export stream's items: its state parsed first (a bad one fails before the stream starts); a
+    full refresh reads every day, whatever state it is given."""
+    export_state = parse_state(raw_state if mode == SyncMode.incremental else None, timezone=config.request_timezone)
     return ExportReader(config, logger, stop=stop).read(mode, export_state)
 
 
-READERS: dict[str, StreamReader] = {EXPORT.name: read_export}  # each stream of catalog.STREAMS, by name
+def read_profiles(
+    config: Config, logger: logging.Logger, mode: SyncMode, raw_state: Any, stop: threading.Event | None
+) -> Iterator[Item]:
+    """The profiles stream's items: its state parsed first. A full refresh given a state resumes the pass
+    that state has under way (the platform hands a failed attempt's state to the next attempt)."""
+    profile_state = parse_profile_state(raw_state, int(utc_now().timestamp()))
+    return ProfileReader(config, logger, stop=stop).read(mode, profile_state)
+
+
+READERS: dict[str, StreamReader] = {EXPORT.name: read_export, PROFILES.name: read_profiles}  # by stream name
 
 
 def _stream_items(
@@ -162,9 +176,10 @@ def _stream_items(
 ) -> Iterator[Item]:
     """One configured stream: its reader's items between its STREAM_STATUS traces, its batches named."""
     name, mode = definition.name, configured.sync_mode
-    raw_state = stream_state_of(state, name) if mode == SyncMode.incremental else None
+    raw_state = stream_state_of(state, name)
+    own_stop = stop.linked() if isinstance(stop, Stop) else None  # each reader sets its own when it ends
     try:
-        items = READERS[name](config, logger, mode, raw_state, stop)
+        items = READERS[name](config, logger, mode, raw_state, own_stop)
     except StateRefused as refused:
         raise refused.named(name) from None
     stream = dataclasses.replace(configured.stream, namespace=None)  # records and states carry none either

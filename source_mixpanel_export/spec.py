@@ -13,7 +13,7 @@ from .config import Config, Setting, declared
 # The JSON type of a setting, from its field's annotation (or the `type` its schema names).
 _JSON_TYPES = {
     "int": "integer", "float": "number", "bool": "boolean", "str": "string", "str | None": "string",
-    "tuple[str, ...]": "array",
+    "tuple[str, ...]": "array", "int | None": "integer",
 }
 
 

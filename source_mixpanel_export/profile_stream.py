@@ -1,0 +1,133 @@
+"""The `profiles` stream: ask the plan for a range, read its pages in one session, emit, checkpoint.
+
+The data path, top to bottom: config → ranges of `$last_seen` (profile_plan, profile_ranges) → HTTP
+(engage.py) → pages → records (profiles.py) → batches and STATE messages (profile_state.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Generator, Iterator
+
+import orjson
+from airbyte_cdk.models import SyncMode
+
+from .budget import RateBudget
+from .clock import Clock
+from .config import Config
+from .engage import EngageClient, SessionLost
+from .errors import system_error
+from .profile_plan import ProfilePlan, Verdict
+from .profile_ranges import Range
+from .profile_state import ProfileState
+from .profiles import LAST_SEEN, Page, last_seen_seconds
+from .records import Batch
+from .stream import Item, state_message
+from .waits import Cancelled
+
+NAME = "profiles"
+SESSION_RESTARTS = 3  # sessions lost in one range before the sync stops
+# Ids kept per range so that a restarted session emits no profile twice: ~100 bytes each. A range past
+# this (one second of $last_seen, or the profiles without one) may repeat profiles after a restart.
+REMEMBERED_IDS = 500_000
+
+
+class ProfileReader:
+    """One sync of the profiles stream, full refresh or incremental."""
+
+    def __init__(
+        self,
+        config: Config,
+        logger: logging.Logger,
+        clock: Clock | None = None,
+        client: EngageClient | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._config = config
+        self._logger = logger
+        self._stop = stop or threading.Event()
+        self._clock = clock or Clock.real(self._stop)
+        # Mixpanel's Query API limits queries per hour and 5 at once, none per second: this stream sends one
+        # at a time, so the per-second rate is the hourly one
+        per_hour = config.profile_requests_per_hour
+        self._budget = RateBudget(per_hour, per_hour, self._clock, logger, name="Query API")
+        self._client = client or EngageClient(config, self._budget, self._clock, self._stop, logger)
+        self._requests = 0
+
+    def read(self, mode: SyncMode, state: ProfileState) -> Iterator[Item]:
+        """Records, and a STATE after every range read whole (both modes: a killed sync resumes there)."""
+        incremental = mode == SyncMode.incremental
+        config = self._config
+        plan = ProfilePlan(
+            state, incremental, int(self._clock.wall()), config.profile_sweep_requests, config.profile_range_pages
+        )
+        self._logger.info(f"Reading profiles in {mode.value} mode: a {plan.kind()} walk.")
+        while (rng := plan.next()) is not None:
+            kind = plan.kind()
+            read = yield from self._range(rng, plan)
+            if read is None:
+                continue  # narrowed, or the sweep stopped: the plan knows
+            total, pages = read
+            yield state_message(plan.read(rng, total, pages), NAME)
+            self._logger.info(
+                f"Profiles {rng.label()} ({kind}): {total} read in {pages} request(s); {self._requests} Engage "
+                f"requests in this sync; {self._budget.left_this_hour()} Query API queries left in its hourly budget."
+            )
+        self._logger.info(f"Profiles done in {self._requests} Engage requests.")
+        yield state_message(plan.state.to_dict(), NAME)
+
+    def _range(self, rng: Range, plan: ProfilePlan) -> Generator[Item, None, tuple[int, int] | None]:
+        """Read `rng` from page 0 to its last page in one session (a new one if Mixpanel loses it), emitting
+        each page's profiles; (profiles, requests), or None when the plan narrows it or stops there."""
+        page = self._page(rng, 0, None)
+        plan.page_size = page.page_size
+        total = page.total if page.total is not None else len(page.records)
+        sample = [s for r in page.records if (s := last_seen_seconds(r["properties"].get(LAST_SEEN))) is not None]
+        verdict = plan.verdict(rng, total, sample)
+        if verdict is not Verdict.READ:
+            return None
+        emitted: set[str] = set()
+        count, requests, number, restarts = 0, 1, 0, 0
+        while True:
+            fresh = [r for r in page.records if r["distinct_id"] not in emitted]
+            if fresh:
+                yield Batch(records=fresh)
+            if len(emitted) < REMEMBERED_IDS:
+                emitted.update(r["distinct_id"] for r in fresh)
+            count += len(fresh)
+            if not page.full():
+                return count, requests
+            if page.session_id is None:
+                raise system_error(f"Page {number} of profiles {rng.label()} is full but names no session_id.")
+            number += 1
+            requests += 1
+            try:
+                page = self._page(rng, number, page.session_id)
+            except SessionLost as lost:
+                restarts += 1
+                if restarts > SESSION_RESTARTS:
+                    raise system_error(
+                        f"Mixpanel lost the session of profiles {rng.label()} {restarts} times ({lost}). Everything "
+                        "before this range was delivered and checkpointed; the next sync resumes there."
+                    ) from None
+                self._logger.warning(
+                    f"Profiles {rng.label()}: Mixpanel no longer knows the session at page {number} ({lost}); "
+                    f"reading the range again from page 0, without the {len(emitted)} profiles already emitted."
+                )
+                number, requests = 0, requests + 1
+                page = self._page(rng, 0, None)
+
+    def _page(self, rng: Range, number: int, session_id: str | None) -> Page:
+        form = {"where": rng.where(), "page": str(number)}
+        if session_id is not None:
+            form["session_id"] = session_id
+        if self._config.profile_properties:
+            names = dict.fromkeys([*self._config.profile_properties, LAST_SEEN])  # $last_seen places every profile
+            form["output_properties"] = orjson.dumps(list(names)).decode()
+        if self._config.profile_cohort_id is not None:
+            form["filter_by_cohort"] = orjson.dumps({"id": self._config.profile_cohort_id}).decode()
+        if self._stop.is_set():
+            raise Cancelled()
+        self._requests += 1
+        return self._client.page(form, f"profiles {rng.label()} page {number}")
