@@ -105,11 +105,14 @@ def test_given_invalid_config_when_check_then_failed_naming_the_field_without_re
     assert "start_date" in status_of(run)["message"] and fake.export_requests == []
 
 
-def test_discover_offers_one_stream_with_both_modes_cursor_and_key(tmp_path, fake):
-    """discover: export, full refresh + incremental, source-defined cursor and primary key."""
+def test_discover_offers_both_streams_with_both_modes_cursor_and_key(tmp_path, fake):
+    """discover: export and profiles, full refresh + incremental, source-defined cursor and primary key."""
     run = run_cli(tmp_path, "discover", config_for(fake))
     (message,) = run.of("CATALOG")
-    (stream,) = message["catalog"]["streams"]
+    stream, profiles = message["catalog"]["streams"]
+    assert profiles["name"] == "profiles" and set(profiles["supported_sync_modes"]) == {"full_refresh", "incremental"}
+    assert profiles["default_cursor_field"] == ["last_seen"]
+    assert profiles["source_defined_primary_key"] == [["distinct_id"]]
     assert stream["name"] == "export"
     assert set(stream["supported_sync_modes"]) == {"full_refresh", "incremental"}
     assert stream["source_defined_cursor"] is True and stream["default_cursor_field"] == ["time"]

@@ -6,7 +6,7 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer, FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_mixpanel_export.api import ENGAGE_ENDPOINT, EXPORT_ENDPOINT
-from source_mixpanel_export.catalog import EXPORT, STREAMS, StreamDef, configured_export, configured_streams
+from source_mixpanel_export.catalog import EXPORT, PROFILES, STREAMS, StreamDef, configured_export, configured_streams
 from source_mixpanel_export.records import CURSOR_FIELD, PRIMARY_KEY, SCHEMA
 
 # A second stream, defined here only: the catalog's logic must not depend on which streams exist.
@@ -68,11 +68,14 @@ def streams_error_of(value, offered=TWO) -> str:
     return info.value.message
 
 
-def test_given_the_source_when_its_streams_are_listed_then_export_carries_its_records_shape_and_endpoint():
-    """`export` is one definition: the name, the records' schema, keys and cursor, the export API."""
-    assert STREAMS == (EXPORT,)
+def test_given_the_source_when_its_streams_are_listed_then_each_carries_its_records_shape_and_endpoint():
+    """`export` and `profiles` are definitions: the name, the records' schema, keys and cursor, the API."""
+    assert STREAMS == (EXPORT, PROFILES)
     assert (EXPORT.name, EXPORT.schema, EXPORT.primary_key, EXPORT.cursor_field, EXPORT.api) == (
         "export", SCHEMA, PRIMARY_KEY, CURSOR_FIELD, EXPORT_ENDPOINT
+    )
+    assert (PROFILES.name, PROFILES.primary_key, PROFILES.cursor_field, PROFILES.api) == (
+        "profiles", [["distinct_id"]], ["last_seen"], ENGAGE_ENDPOINT
     )
 
 
@@ -104,4 +107,4 @@ def test_given_two_streams_offered_when_one_is_listed_twice_then_refused_naming_
 
 def test_given_export_only_offered_when_unknown_stream_then_the_error_says_it_is_the_only_one():
     """With one stream, the message says it is the only one."""
-    assert "offers only 'export'" in streams_error_of(catalog(entry("cohorts")), STREAMS)
+    assert "offers only 'export'" in streams_error_of(catalog(entry("cohorts")), (EXPORT,))

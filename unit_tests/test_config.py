@@ -268,7 +268,7 @@ BOUNDED = [(key, f.type, s.bounds) for key, f, s in declared(Config) if s.bounds
 def test_given_declared_bounds_when_parsed_then_both_ends_pass_and_beyond_them_fails(key, kind, bounds):
     """A declared range is the parser's: its ends are accepted, a step beyond either names the key."""
     minimum, maximum = bounds
-    step = 1 if kind == "int" else 0.5
+    step = 1 if kind in ("int", "int | None") else 0.5
     assert getattr(parse_config(config(**{key: minimum}), now=NOW), key) == minimum
     assert getattr(parse_config(config(**{key: maximum}), now=NOW), key) == maximum
     for beyond in (minimum - step, maximum + step):

@@ -83,10 +83,11 @@ def test_given_another_stream_when_read_then_its_reader_gets_its_state_and_its_r
     assert saved.stream_descriptor.name == "people"
 
 
-def test_given_another_stream_in_full_refresh_when_read_then_its_reader_gets_no_state(people):
-    """Full refresh reads from scratch: no state is handed over, even when one is given."""
+def test_given_another_stream_in_full_refresh_when_read_then_its_reader_gets_the_state_and_the_mode(people):
+    """The reader decides what a state means in full refresh (profiles resumes a pass under way, as the
+    platform hands a failed attempt's state to the next; export reads from scratch)."""
     list(SourceMixpanelExport().read(LOGGER, CONFIG, catalog(("people", "full_refresh")), states(("people", {"p": 1}))))
-    assert people == [(SyncMode.full_refresh, None)]
+    assert people == [(SyncMode.full_refresh, {"p": 1})]
 
 
 def test_given_another_stream_defined_when_export_is_asked_for_then_refused_naming_what_is_offered(people):
