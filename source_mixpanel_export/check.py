@@ -1,4 +1,5 @@
-"""`check`: a small sample of recent events from the export endpoint, and an answer a person can act on.
+"""`check`: a small sample of recent events from the export endpoint, one page of the Query API's Engage
+(the profiles stream's), and an answer a person can act on that names the API that failed.
 
 Besides credentials and region, it catches timezone settings that do not fit the project, which would
 otherwise shift every event time by hours without any error: Mixpanel refusing today's date, or event
@@ -18,9 +19,19 @@ from typing import Any
 import orjson
 import requests
 
-from .api import TRANSPORT_ERRORS, deadline, export_get, export_params, new_session, read_decoded
+from .api import (
+    ENGAGE_ENDPOINT,
+    TRANSPORT_ERRORS,
+    deadline,
+    engage_post,
+    export_get,
+    export_params,
+    new_session,
+    read_decoded,
+)
 from .body import GzipError
 from .config import Config
+from .engage import QUERY_API
 from .records import LegacyClock
 from .retry import DateAfterToday, Retriable, TooLarge, error_message, status_failure
 from .windows import ONE_DAY, Window
@@ -62,7 +73,30 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
             break
     finding = compare_times(sample, config)
     logger.info(finding.summary(config))
-    return (False, finding.problem(config)) if finding.mismatch else (True, None)
+    if finding.mismatch:
+        return False, finding.problem(config)
+    refused = _query_api_problem(config)
+    return (False, refused) if refused else (True, None)
+
+
+def _query_api_problem(config: Config) -> str | None:
+    """None when the Query API (the profiles stream's) answers one Engage page, else what to fix, naming
+    that API: a service account may be allowed the export and not the Query API. One query of its 60."""
+    form = {"where": 'properties["$last_seen"] > datetime("2099-01-01T00:00:00")', "page": "0"}
+    timeout = config.request_timeout_seconds
+    try:
+        with new_session() as session, deadline(timeout) as watched:
+            with engage_post(session, config, form, timeout) as response:
+                body = read_decoded(response, watched, SAMPLE_MAX_BYTES)
+            status = response.status_code
+    except TRANSPORT_ERRORS as exc:
+        return f"The Raw Event Export API answers; the Query API (profiles) could not be reached: {type(exc).__name__}."
+    if status == 200:
+        return None
+    text = error_message(_masked(body, config))
+    failure = status_failure(config, status, text, None, api=(ENGAGE_ENDPOINT.url(config), QUERY_API))
+    reason = getattr(failure, "message", None) or f"{status}: {text}; try again later"
+    return f"The Raw Event Export API answers, but the Query API (the profiles stream) does not: {reason}"
 
 
 def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:

@@ -29,7 +29,7 @@ from .waits import Cancelled, Waits
 MAX_PAGE_BYTES = 512 << 20  # 1,000 profiles of up to 2,000 properties: far more is not a page
 BAD_PAGE_ATTEMPTS = 3  # a page that is JSON but no Engage page, this many times in a row: the sync stops
 ERROR_BODY_BYTES = 65536
-QUERY_API = "Query API (people profiles)"
+QUERY_API = "Query API (people profiles)"  # how errors name it
 
 
 class SessionLost(Exception):
