@@ -231,3 +231,17 @@ def test_given_profile_properties_and_a_cohort_when_read_then_only_those(tmp_pat
     assert all(set(props) <= {"plan", "$last_seen"} for props in got.values())
 
 
+
+
+def test_given_credentials_the_query_api_refuses_when_check_then_failed_naming_that_api(
+    tmp_path: Path, small: FakeMixpanel
+) -> None:
+    """The export answers and the Query API says 403: check fails, and says which API and what to check."""
+    small.inject(1, Fault("status", status=403, body='{"error": "not allowed"}'), path=ENGAGE_PATH)
+    run = run_in_process(tmp_path, "check", config_for(small))
+    status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]
+    assert status["status"] == "FAILED"
+    assert "the Query API" in status["message"] and "403" in status["message"], status
+    assert_no_secrets(run.stdout, run.stderr)
+    ok = run_in_process(tmp_path, "check", config_for(small))
+    assert ok.of("CONNECTION_STATUS")[-1]["connectionStatus"]["status"] == "SUCCEEDED"
