@@ -118,5 +118,8 @@ class ProfilePlan:
             assert sweep is not None
             # sized to leave a page 0 and a page of slack for a next range denser than this one
             target = max(self._sweep_requests - 2, 1) * self.page_size
-            self.state = dataclasses.replace(self.state, sweep=sweep.after(rng, total, target, self._now))
+            after = sweep.after(rng, total, target, self._now)
+            self.state = dataclasses.replace(self.state, sweep=after)
+            if after is None:  # a sweep ends at most once a sync: the next one starts in the next sync
+                self._sweeps = False
         return self.state.to_dict()
