@@ -1,0 +1,244 @@
+"""The profiles stream's pure parts: pages and records, ranges and walks, the state, the plan of a sync."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import pytest
+
+from source_mixpanel_export.profile_plan import MARGIN_SECONDS, ProfilePlan, Verdict
+from source_mixpanel_export.profile_ranges import FLOOR_SECONDS, MAX_SPAN_SECONDS, Range, Walk, narrower, next_span
+from source_mixpanel_export.profile_state import ProfileState, parse_profile_state
+from source_mixpanel_export.profiles import BadPage, last_seen_seconds, parse_page, profile_record
+from source_mixpanel_export.state import StateRefused
+
+NOW = int(dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC).timestamp())
+DAY = 86_400
+
+
+def page(results: list[Any], **fields: Any) -> bytes:
+    return json.dumps({"page": 0, "page_size": 1000, "session_id": "s1", "status": "ok", "total": len(results),
+                       "results": results, **fields}).encode()
+
+
+# -- pages and records -------------------------------------------------------------------------------------------
+
+
+def test_given_a_page_with_awkward_values_when_parsed_then_records_keep_them_exactly() -> None:
+    """Numbers as ids become their digits; integers past 64 bits, nesting and U+2028 stay as sent."""
+    body = (
+        b'{"page":0,"page_size":2,"session_id":"s","status":"ok","total":2,"results":['
+        b'{"$distinct_id":18446744073709551623,"$properties":{"n":100000000000000000000000000001,'
+        b'"$last_seen":"2024-05-01T10:00:00","a":{"b":[1,{"c":"x\xe2\x80\xa8y"}]}}},'
+        b'{"$distinct_id":"u","$properties":{}}]}'
+    )
+    parsed = parse_page(body)
+    first, second = parsed.records
+    assert first == {
+        "distinct_id": "18446744073709551623",
+        "last_seen": "2024-05-01T10:00:00Z",
+        "properties": {"n": 10**29 + 1, "$last_seen": "2024-05-01T10:00:00", "a": {"b": [1, {"c": "x\u2028y"}]}},
+    }
+    assert second == {"distinct_id": "u", "properties": {}}
+    assert parsed.full() and parsed.session_id == "s" and parsed.total == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (page([])[:-5], "not complete JSON"),
+        (b"[]", "no list of results"),
+        (page([], page_size=0), "page_size"),
+        (page([{"$properties": {}}]), "no $distinct_id"),
+        (page([{"$distinct_id": "a", "$properties": [1]}]), "not an object"),
+        (page(["x"]), "not a JSON object"),
+    ],
+)
+def test_given_an_answer_that_is_no_page_when_parsed_then_bad_page_says_why(body: bytes, words: str) -> None:
+    with pytest.raises(BadPage, match=re.escape(words)) as info:
+        parse_page(body)
+    assert info.value.is_json == (words != "not complete JSON")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("2024-05-01T10:00:00", 1714557600),
+        ("2024-05-01T10:00:00.750", 1714557600),
+        ("2024-05-01T12:00:00+02:00", 1714557600),
+        ("2024-05-01", 1714521600),
+        ("yesterday", None),
+        (1714557600, None),
+        (None, None),
+    ],
+)
+def test_given_last_seen_values_when_read_then_utc_seconds_or_none(value: Any, seconds: int | None) -> None:
+    """A naive time is UTC, a zone is honoured, a fraction dropped; anything else has no time."""
+    assert last_seen_seconds(value) == seconds
+    record = profile_record({"$distinct_id": True, "$properties": {"$last_seen": value}})
+    assert record["distinct_id"] == "true" and ("last_seen" in record) == (seconds is not None)
+
+
+# -- ranges and walks --------------------------------------------------------------------------------------------
+
+
+def test_given_ranges_when_their_where_is_written_then_they_partition_every_profile() -> None:
+    """Unseen; the first range takes values that are no dates (a complement); the last is open-ended."""
+    p = 'properties["$last_seen"]'
+    assert Range(unseen=True).where() == f"not defined({p})"
+    assert Range(None, NOW).where() == f'defined({p}) and not ({p} >= datetime("2024-06-01T12:00:00"))'
+    one_second = f'{p} >= datetime("2024-06-01T12:00:00") and {p} < datetime("2024-06-01T12:00:01")'
+    assert Range(NOW, NOW + 1).where() == one_second
+    assert Range(NOW).where() == f'{p} >= datetime("2024-06-01T12:00:00")'
+    assert Range(None, None).where() == f"defined({p})"
+
+
+def test_given_a_pass_when_walked_then_unseen_first_then_ascending_ranges_to_an_open_end() -> None:
+    walk = Walk.new("pass", NOW)
+    assert walk.next_range(NOW) == Range(unseen=True)
+    walk = walk.after(Range(unseen=True), 10, 25_000, NOW)
+    assert walk is not None and walk.next_range(NOW) == Range(None, None)
+    walk = walk.after(Range(None, NOW - 10 * DAY), 25_000, 25_000, NOW)
+    assert walk is not None and walk.cursor == NOW - 10 * DAY and walk.span is not None
+    last = walk.next_range(NOW)
+    assert last.lo == NOW - 10 * DAY
+    assert walk.after(Range(NOW - DAY, None), 5, 25_000, NOW) is None  # the open-ended range ends the walk
+
+
+def test_given_a_span_reaching_past_now_when_planned_then_the_range_is_open_ended() -> None:
+    walk = Walk("changes", NOW - 3600, True, span=7200, started=NOW)
+    assert walk.next_range(NOW) == Range(NOW - 3600, None)
+
+
+def test_given_a_sweep_when_planned_then_its_ranges_stop_at_its_end() -> None:
+    walk = Walk("sweep", NOW - 2 * DAY, True, span=10 * DAY, started=NOW, end=NOW - DAY)
+    assert walk.next_range(NOW) == Range(NOW - 2 * DAY, NOW - DAY)
+    assert walk.after(Range(NOW - 2 * DAY, NOW - DAY), 3, 1000, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("covered", "total", "target", "span"),
+    [(1000, 100, 1000, 10_000), (1000, 10_000, 1000, 100), (10, 0, 1000, 40), (1, 10**9, 1, 1),
+     (MAX_SPAN_SECONDS, 0, 5, MAX_SPAN_SECONDS)],
+)
+def test_given_a_range_read_when_the_next_is_sized_then_by_its_density(covered: int, total: int, target: int,
+                                                                        span: int) -> None:
+    assert next_span(covered, total, target) == span
+
+
+def test_given_too_many_profiles_when_narrowed_then_the_start_is_kept_and_at_most_half_remains() -> None:
+    assert narrower(Range(NOW - 100, NOW), 400, 100, [], NOW) == Range(NOW - 100, NOW - 75)
+    assert narrower(Range(NOW - 100, NOW), 101, 100, [], NOW) == Range(NOW - 100, NOW - 50)
+    assert narrower(Range(NOW - 1, NOW), 10**6, 100, [], NOW) is None
+    assert narrower(Range(unseen=True), 10**6, 100, [], NOW) is None
+
+
+def test_given_no_lower_bound_when_narrowed_then_the_sample_or_the_floor_stands_in() -> None:
+    narrowed = narrower(Range(None, None), 4000, 1000, [NOW - 400, NOW - 1000], NOW)
+    assert narrowed == Range(None, NOW - 1000 + 250)
+    quarter = FLOOR_SECONDS + (NOW + 1 - FLOOR_SECONDS) // 4
+    assert narrower(Range(None, None), 4000, 1000, [], NOW) == Range(None, quarter)
+
+
+def test_given_repeated_narrowing_when_nothing_fits_then_it_ends_at_one_second() -> None:
+    rng: Range | None = Range(NOW - 20 * 366 * DAY, None)
+    steps = 0
+    while rng is not None:
+        last, rng, steps = rng, narrower(rng, 10**9, 1, [], NOW), steps + 1
+    assert last.hi is not None and last.lo is not None and last.hi - last.lo == 1 and steps < 40
+
+
+# -- the state ---------------------------------------------------------------------------------------------------
+
+
+def test_given_a_state_when_written_and_read_then_the_same() -> None:
+    state = ProfileState(
+        watermark=NOW - DAY,
+        walk=Walk("changes", NOW - DAY, True, 3600, NOW - 60),
+        sweep=Walk("sweep", None, False, None, NOW - 60, end=NOW - DAY),
+    )
+    raw = json.loads(json.dumps(state.to_dict()))
+    assert raw["watermark"] == "2024-05-31T12:00:00"
+    assert parse_profile_state(raw, NOW) == state
+
+
+@pytest.mark.parametrize("raw", [None, {}, {"__ab_no_cursor_state_message": True}])
+def test_given_no_state_when_read_then_a_fresh_one(raw: Any) -> None:
+    assert parse_profile_state(raw, NOW) == ProfileState()
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ([], "not a JSON object"),
+        ({"version": 2}, "version 2"),
+        ({"version": True}, "version True"),
+        ({"version": 1, "extra": 1}, "'extra'"),
+        ({"version": 1, "walk": {"kind": "pass", "started": "2024-06-01T00:00:00", "page": 3}}, "'walk.page'"),
+        ({"version": 1, "walk": []}, "'walk'"),
+        ({"version": 1, "walk": {"kind": "pass"}}, "'walk.started'"),
+        ({"version": 1, "walk": {"kind": "sweep", "started": "2024-06-01T00:00:00"}}, "'walk.kind'"),
+        ({"version": 1, "walk": {"kind": "pass", "started": "2024-06-01T00:00:00", "unseen_done": 1}}, "unseen_done"),
+        ({"version": 1, "walk": {"kind": "pass", "started": "2024-06-01T00:00:00", "span": 1.5}}, "'walk.span'"),
+        ({"version": 1, "walk": {"kind": "pass", "started": "2024-06-01T00:00:00", "from": "2024-06-01"}}, "walk.from"),
+        ({"version": 1, "watermark": "2024-06-03T00:00:00"}, "lies in the future"),
+        ({"version": 1, "sweep": {"started": "2024-06-01T00:00:00"}}, "'sweep.until'"),
+    ],
+)
+def test_given_a_state_it_could_not_have_written_when_read_then_refused_naming_the_key(raw: Any, words: str) -> None:
+    with pytest.raises(StateRefused) as info:
+        parse_profile_state(raw, NOW)
+    assert words in info.value.message
+
+
+# -- the plan of a sync ------------------------------------------------------------------------------------------
+
+
+def test_given_no_state_when_a_sync_starts_then_a_pass_and_no_sweep() -> None:
+    plan = ProfilePlan(ProfileState(), incremental=True, now=NOW, sweep_requests=5)
+    assert plan.kind() == "pass" and plan.next() == Range(unseen=True)
+    plan.read(Range(unseen=True), 0, 1)
+    assert plan.next() == Range(None, None)
+    state = plan.read(Range(None, None), 10, 1)
+    assert state == {"version": 1, "watermark": "2024-06-01T11:00:00"}  # the pass's start, less the margin
+    assert plan.next() is None  # a sync that read a pass sweeps nothing
+
+
+def test_given_a_watermark_when_incremental_then_the_changes_and_then_at_most_the_sweep_requests() -> None:
+    plan = ProfilePlan(ProfileState(watermark=NOW - DAY), incremental=True, now=NOW, sweep_requests=5)
+    assert plan.kind() == "changes" and plan.next() == Range(NOW - DAY, None)
+    plan.read(Range(NOW - DAY, None), 7, 1)
+    assert plan.state.watermark == NOW - MARGIN_SECONDS
+    assert plan.kind() == "sweep" and plan.next() == Range(unseen=True)
+    assert plan.verdict(Range(unseen=True), 150, []) is Verdict.READ
+    plan.read(Range(unseen=True), 150, 2)  # 2 requests: page 0 (counted by verdict) and page 1
+    assert plan.sweep_spent == 2
+    assert plan.verdict(Range(None, NOW - MARGIN_SECONDS), 100_000, [NOW - 300 * DAY]) is Verdict.NARROW
+    narrowed = plan.next()
+    assert narrowed is not None and narrowed.lo is None and narrowed.hi is not None
+    assert plan.verdict(narrowed, 5_000, []) is Verdict.STOP  # 4 spent, 1 left: it waits for the next sync
+    assert plan.next() is None and plan.sweep_spent == 4
+
+
+def test_given_a_sweep_that_cannot_narrow_its_first_range_when_planned_then_read_whole_once() -> None:
+    state = ProfileState(watermark=NOW - DAY, sweep=Walk("sweep", None, False, None, NOW - DAY, end=NOW - 2 * DAY))
+    plan = ProfilePlan(state, incremental=True, now=NOW, sweep_requests=3)
+    plan.read(Range(NOW - DAY, None), 0, 1)
+    assert plan.next() == Range(unseen=True)
+    assert plan.verdict(Range(unseen=True), 50_000, []) is Verdict.READ
+
+
+def test_given_a_full_refresh_with_a_changes_walk_under_way_when_started_then_a_new_pass() -> None:
+    state = ProfileState(watermark=NOW - DAY, walk=Walk("changes", NOW - 3600, True, 60, NOW - 60))
+    assert ProfilePlan(state, incremental=False, now=NOW, sweep_requests=5).kind() == "pass"
+    resumed = ProfilePlan(ProfileState(walk=Walk("pass", NOW - 3600, True, 60, NOW - 60)), False, NOW, 5)
+    assert resumed.kind() == "pass" and resumed.next() == Range(NOW - 3600, NOW - 3540)
+
+
+def test_given_a_pass_range_of_many_pages_when_judged_then_read_up_to_twice_the_target() -> None:
+    plan = ProfilePlan(ProfileState(), incremental=False, now=NOW, sweep_requests=0, range_pages=25)
+    assert plan.verdict(Range(None, None), 49_999, []) is Verdict.READ
+    assert plan.verdict(Range(None, None), 50_000, [NOW - DAY]) is Verdict.NARROW
