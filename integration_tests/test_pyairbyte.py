@@ -1,4 +1,5 @@
-"""The README's PyAirbyte recipe, run as written: it loads the fake's events into a local DuckDB, typed.
+"""The README's PyAirbyte recipe, run as written: it loads the fake's events and profiles into a local DuckDB,
+a table per stream, typed.
 
 PyAirbyte (`airbyte` on PyPI) installs beside airbyte-cdk 7.39 and this package, so it runs in the
 test environment itself; the connector is the venv's own `source-mixpanel-export` script. The code is
@@ -24,7 +25,8 @@ from integration_tests.conftest import FIRST_DAY, LAST_DAY
 from integration_tests.harness import ROOT, truth
 
 SCRIPT = Path(sys.executable).parent / "source-mixpanel-export"
-RECIPE_URL = "http://127.0.0.1:8765"  # the fake's default address, which the README's recipe names
+RECIPE_URL = "http://127.0.0.1:8765"
+PROFILES = 2000  # the fake's people profiles by default  # the fake's default address, which the README's recipe names
 
 
 def readme_recipe() -> str:
@@ -77,14 +79,21 @@ def fake(events) -> Iterator[SimpleNamespace]:
 
 
 def test_given_fake_project_when_readme_pyairbyte_recipe_runs_then_every_event_arrives_typed(fake, pyairbyte):
-    """The README's recipe (get_source, check, select_streams, read into a local DuckDB cache): all rows,
-    real types."""
+    """The README's recipe (get_source, check, select_streams, read into a local DuckDB cache): all rows of
+    both streams, each in its own table, real types."""
     namespace: dict = {}
     exec(compile(readme_recipe().replace(RECIPE_URL, fake.base_url), "README.md (PyAirbyte)", "exec"), namespace)
     result, cache, events = namespace["result"], namespace["cache"], namespace["events"]
 
     expected = sum(truth(fake, FIRST_DAY, LAST_DAY).values())
-    assert result.processed_records == expected and len(events) == expected
+    assert result.processed_records == expected + PROFILES and len(events) == expected
+    assert len(namespace["people"]) == PROFILES
+    (people,) = cache.run_sql_query("SELECT count(*) AS n, count(DISTINCT distinct_id) AS ids FROM profiles")
+    assert people == {"n": PROFILES, "ids": PROFILES}
+    columns = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'profiles'"
+    types = {c["column_name"]: c["data_type"] for c in cache.run_sql_query(columns)}
+    assert types["distinct_id"] == "VARCHAR" and types["last_seen"].startswith("TIMESTAMP")
+    assert types["properties"] == "JSON"
     (count,) = cache.run_sql_query("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM export")
     assert count == {"n": expected, "ids": expected}
     columns = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'export'"
