@@ -88,7 +88,7 @@ class EngageClient:
             try:
                 with engage_post(self._session, self._config, form, timeout) as response:
                     if response.status_code != 200:
-                        raise self._refused(response, read_decoded(response, watched, ERROR_BODY_BYTES))
+                        raise self._refused(response, read_decoded(response, watched, ERROR_BODY_BYTES), form)
                     body = read_decoded(response, watched, MAX_PAGE_BYTES + 1)
             except TRANSPORT_ERRORS as exc:
                 if watched.expired:
@@ -106,11 +106,12 @@ class EngageClient:
         except BadPage as exc:  # not JSON: cut short or garbled on the way, ask again; JSON but no page,
             raise Retriable(str(exc), attempts=BAD_PAGE_ATTEMPTS if exc.is_json else None) from None  # a few times
 
-    def _refused(self, response: requests.Response, raw: bytes) -> Exception:
-        """What an answer other than 200 means: a lost session, a retry, or an error to stop with."""
+    def _refused(self, response: requests.Response, raw: bytes, form: Mapping[str, str]) -> Exception:
+        """What an answer other than 200 means: a lost session (of a page above 0: page 0 opens one), a
+        retry, or an error to stop with."""
         text = error_message(raw) if raw else (response.reason or "no message")
         status = response.status_code
-        if status == 400 and "session" in text.lower():
+        if status == 400 and "session" in text.lower() and form.get("page", "0") != "0":
             return SessionLost(text)
         now = dt.datetime.fromtimestamp(self._clock.wall(), dt.UTC)
         retry_after = retry_after_seconds(response.headers.get("Retry-After"), now)

@@ -27,6 +27,7 @@ from .state import NO_CURSOR_MARKER, StateRefused
 
 STATE_VERSION = 1
 FUTURE_ALLOWANCE_SECONDS = 86_400  # a clock a day ahead wrote it; further ahead, it is not our state
+CLOCK_AHEAD_SECONDS = 3600  # a time ahead of now is read as this long before now: re-reading is harmless
 _WALK_KINDS = ("pass", "changes")
 _WALK_KEYS = {"kind", "from", "unseen_done", "span", "started"}
 _SWEEP_KEYS = {"from", "unseen_done", "span", "started", "until"}
@@ -98,7 +99,9 @@ def _walk(entry: Mapping[str, Any], kind: str, key: str, now: int, end: int | No
 
 
 def _time(value: Any, key: str, now: int, needed: bool = False) -> int | None:
-    """A time as profiles write it (UTC, to the second), not later than a clock a day ahead would write."""
+    """A time as profiles write it (UTC, to the second). One ahead of now (a clock set ahead wrote it) is read
+    as an hour before now, so that nothing updated since that clock's true time is skipped; one further
+    ahead than a day is refused."""
     if value is None:
         if needed:
             raise StateRefused(f"has no '{key}'")
@@ -113,7 +116,7 @@ def _time(value: Any, key: str, now: int, needed: bool = False) -> int | None:
             f"has '{key}' {_shown(value)}, which lies in the future (now is {mixpanel_time(now)} UTC): reading "
             "from it would skip every profile updated until then. It was written by a clock set ahead"
         )
-    return seconds
+    return min(seconds, now - CLOCK_AHEAD_SECONDS) if seconds > now else seconds
 
 
 def _object(value: Any, key: str, allowed: set[str]) -> Mapping[str, Any]:

@@ -63,23 +63,28 @@ class ProfileReader:
             state, incremental, int(self._clock.wall()), config.profile_sweep_requests, config.profile_range_pages
         )
         self._logger.info(f"Reading profiles in {mode.value} mode: a {plan.kind()} walk.")
+        written = None
         while (rng := plan.next()) is not None:
             kind = plan.kind()
             read = yield from self._range(rng, plan)
             if read is None:
                 continue  # narrowed, or the sweep stopped: the plan knows
-            total, pages = read
-            yield state_message(plan.read(rng, total, pages), NAME)
+            count, total, requests = read
+            written = plan.read(rng, count, requests)
+            yield state_message(written, NAME)
             self._logger.info(
-                f"Profiles {rng.label()} ({kind}): {total} read in {pages} request(s); {self._requests} Engage "
-                f"requests in this sync; {self._budget.left_this_hour()} Query API queries left in its hourly budget."
+                f"Profiles {rng.label()} ({kind}): {count} read of {total} (page 0's total) in {requests} "
+                f"request(s); {self._requests} Engage requests in this sync; {self._budget.left_this_hour()} Query "
+                "API queries left in its hourly budget."
             )
         self._logger.info(f"Profiles done in {self._requests} Engage requests.")
-        yield state_message(plan.state.to_dict(), NAME)
+        if plan.state.to_dict() != written:
+            yield state_message(plan.state.to_dict(), NAME)
 
-    def _range(self, rng: Range, plan: ProfilePlan) -> Generator[Item, None, tuple[int, int] | None]:
+    def _range(self, rng: Range, plan: ProfilePlan) -> Generator[Item, None, tuple[int, int, int] | None]:
         """Read `rng` from page 0 to its last page in one session (a new one if Mixpanel loses it), emitting
-        each page's profiles; (profiles, requests), or None when the plan narrows it or stops there."""
+        each page's profiles; (profiles emitted, page 0's total, requests), or None when the plan narrows it
+        or stops there."""
         page = self._page(rng, 0, None)
         plan.page_size = page.page_size
         total = page.total if page.total is not None else len(page.records)
@@ -97,7 +102,7 @@ class ProfileReader:
                 emitted.update(r["distinct_id"] for r in fresh)
             count += len(fresh)
             if not page.full():
-                return count, requests
+                return count, total, requests
             if page.session_id is None:
                 raise system_error(f"Page {number} of profiles {rng.label()} is full but names no session_id.")
             number += 1

@@ -242,3 +242,13 @@ def test_given_a_pass_range_of_many_pages_when_judged_then_read_up_to_twice_the_
     plan = ProfilePlan(ProfileState(), incremental=False, now=NOW, sweep_requests=0, range_pages=25)
     assert plan.verdict(Range(None, None), 49_999, []) is Verdict.READ
     assert plan.verdict(Range(None, None), 50_000, [NOW - DAY]) is Verdict.NARROW
+
+
+def test_given_times_a_little_ahead_of_now_when_read_then_an_hour_before_now() -> None:
+    """A clock set ahead wrote them: reading from an hour ago re-reads a little, never skips."""
+    raw = {"version": 1, "watermark": "2024-06-01T18:00:00",
+           "walk": {"kind": "changes", "from": "2024-06-01T13:00:00", "unseen_done": True, "span": 60,
+                    "started": "2024-06-01T13:00:00"}}
+    state = parse_profile_state(raw, NOW)
+    assert state.watermark == NOW - 3600 and state.walk is not None
+    assert state.walk.cursor == NOW - 3600 and state.walk.started == NOW - 3600
