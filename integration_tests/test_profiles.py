@@ -71,11 +71,13 @@ def big() -> Iterator[FakeMixpanel]:
 def test_given_25000_profiles_and_faults_when_full_refresh_then_each_profile_exactly_once(
     tmp_path: Path, big: FakeMixpanel
 ) -> None:
-    """Over 25+ pages in several ranges: a 429, a 500, a page cut off, and a session Mixpanel forgets."""
+    """Over 25+ pages in several ranges: a 429, a 503, a page cut off, one that is not JSON, and a session
+    Mixpanel forgets."""
     big.reset_requests()
     big.inject(3, Fault("status", status=429, headers={"Retry-After": "0"}), path=ENGAGE_PATH)
     big.inject(7, Fault("status", status=503), path=ENGAGE_PATH)
     big.inject(12, Fault("cut_off", at_fraction=0.4), path=ENGAGE_PATH)
+    big.inject(15, Fault("bad_json"), path=ENGAGE_PATH)
     expired: list[int] = []
 
     def forget_sessions(request: Any) -> bool:  # at the first page above 0 from request 18 on: no fault of its own
@@ -90,7 +92,8 @@ def test_given_25000_profiles_and_faults_when_full_refresh_then_each_profile_exa
     assert run.returncode == 0, run.logs()[-3000:]
     assert by_id(run) == expected(big)
     logs = run.logs()
-    assert "429" in logs and "503" in logs and "cut off" in logs and SESSION_LOST in logs
+    assert "429" in logs and "503" in logs and "cut off" in logs and "not complete JSON" in logs
+    assert SESSION_LOST in logs
     pages = [r for r in big.engage_requests if r.params.get("page") not in (None, "0")]
     assert len(pages) >= 25 and len(run.states) >= 3
     assert_no_secrets(run.stdout, run.stderr)
