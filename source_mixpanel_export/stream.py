@@ -161,11 +161,12 @@ class ExportReader:
 
     def _log_progress(self, download: Download, count: int, done: int, started: float) -> None:
         elapsed = self._clock.monotonic() - started
+        backfill = self._plan.backfill_left()
         self._logger.info(
             f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB "
             f"({download.spill.stored / 1e6:.1f} MB as sent) in {download.seconds:.1f} s "
             f"({download.attempts} attempt(s)); {done} windows in {elapsed:.0f} s; "
-            f"{self._plan.days_left()} days left; "
+            f"{self._plan.days_left()} days left" + (f" ({backfill})" if backfill else "") + "; "
             f"{self._budget.left_this_hour()} export queries left in this sync's hourly budget."
         )
 
