@@ -110,12 +110,12 @@ class ExportReader:
         if incremental:
             state = bind(state, self._config)
         sync = sync_plan(self._config, state, self._today)
-        self._plan = Plan(sync, self._config, self._budget.left_this_hour, self._logger)
         self._logger.info(
             f"Reading {sync.first}..{sync.end} ({self._config.request_timezone} days) in {mode.value} mode, "
             f"up to {self._config.date_window_size} days and about {self._config.window_target_events} "
             "events per request."
         )
+        self._plan = Plan(sync, self._config, self._budget.left_this_hour, self._logger)
         return self._plan, Checkpoints(sync.state, incremental, self._config, self._plan)
 
     def _records(self, download: Download) -> Generator[Batch, None, int]:
