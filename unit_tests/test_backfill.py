@@ -394,3 +394,30 @@ def test_given_a_backfill_when_logged_then_days_requests_and_hours_at_the_budget
     assert "backfill: 83 days of history left, about 83 requests (1.4 hours at 60 an hour)" in caplog.text
     assert plan.estimate() == 90 * 20
     assert plan.backfill_left() == "backfill: 82 days of history left, about 82 requests (1.4 hours at 60 an hour)"
+
+
+# -- the simulation of a billion events a year (bench/backfill.py) ------------------------------------------------
+
+
+def test_given_a_billion_events_a_year_and_two_years_when_simulated_then_recent_days_in_an_hour_history_as_before():
+    """Defaults, 60 requests an hour, 2.74M events a day: the last 30 days are complete about an hour into the
+    first sync (not after 36 hours, oldest first); the whole history takes as long and as many requests either
+    way, killed at hour 12 or not; then the daily syncs cost what they did."""
+    from bench.backfill import Even, config_of, new_connection
+
+    start = dt.datetime(2026, 6, 1, 6, tzinfo=dt.UTC)
+    project = Even(1e9 / 365 / 10_000, 500)  # scaled down with the target: the same requests
+    first = start.date() - dt.timedelta(days=730)
+    outcomes = {}
+    for days in (30, 0):
+        config = config_of(first, recent_first_days=days, window_target_events=100)
+        for kill in (None, 12.0):
+            outcomes[days, kill] = new_connection(config, project, int(start.timestamp() * 1000), kill_after_hours=kill)
+            print(days, kill, outcomes[days, kill])
+    recent, oldest = outcomes[30, None], outcomes[0, None]
+    assert recent.recent_hours <= 1.1 and oldest.recent_hours == oldest.history_hours >= 35
+    assert abs(recent.history_hours - oldest.history_hours) < 1 and abs(recent.requests - oldest.requests) <= 10
+    assert 2_190 <= recent.requests <= 2_250 and recent.syncs == 1
+    killed = outcomes[30, 12.0]
+    assert killed.syncs == 2 and killed.recent_hours == recent.recent_hours and killed.requests - recent.requests < 10
+    assert recent.daily_requests[1:] == oldest.daily_requests[1:]
