@@ -48,10 +48,11 @@ class Plan:
         self._pieces = SameAnswers()
         if sync.backfill:
             days = sum(_days(s) for s in sync.backfill)
+            after = f"once {sync.first}..{sync.end} is read and checkpointed" if sync.first <= sync.end else "now"
             self._logger.info(
                 f"Backfill: {days} days of history were never read ({sync.backfill[0].first_day}.."
-                f"{sync.backfill[-1].last_day}); they are read newest first once {sync.first}..{sync.end} "
-                "is read and checkpointed (recent_first_days; 0 reads oldest first)."
+                f"{sync.backfill[-1].last_day}); they are read newest first {after} (recent_first_days; 0 "
+                "reads oldest first)."
             )
 
     def ready(self) -> bool:

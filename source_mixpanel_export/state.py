@@ -16,6 +16,12 @@ that Mixpanel processed at or before it has been emitted, however late). The his
 (sweep.py) checks its stalest ranges again each sync. A version-2 state has no history: its synced
 days before the recent stretch count as checked at its watermark.
 
+A range checked at 0 holds days never read, which promise nothing. With recent_first_days, a first sync
+(or one after a reset) leaves the days before its last recent_first_days so (`ExportState.recent_first`)
+and reads them after those, newest first, a window at a time (the backfill: plan.Plan); each window's
+days then count as checked at the sync's watermark, so a killed backfill goes on where it stopped and
+reads no day twice. An older release reads such a state as it is: its sweep reads those days whole.
+
 A state is input the connector cannot trust. A state from a clock in the future would make every
 later sync skip new events without an error: a day after today is read as today, and a watermark
 ahead of now as an hour before now (re-reading is harmless, skipping is not), and one too far ahead to come from a

@@ -15,6 +15,10 @@ are the stalest first, newest days first among equals, so the sweep moves from n
 wraps around to the first stretch it checked; every day is checked again within
 ceil(blocks of history / windows per sync) syncs.
 
+Days checked at 0 were never read. With recent_first_days they are the backfill's, which reads them
+all, newest first and whole, before the sweep (`unread_spans`; plan.Plan), and the sweep leaves them;
+with it off the sweep reads them, whole, as the stalest of all.
+
 All of it is pure (dates and integers), tested without HTTP.
 """
 
