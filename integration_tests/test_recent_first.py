@@ -1,9 +1,10 @@
 """Recent days first through the real CLI against the fake: a first sync of 90 days, recent_first_days 7.
 
-The window target is small (window_target_events 100, ~20 events a day, one day of 300), so that the
-backfill is a few dozen volume-sized windows, one day of them in pieces, as a project of billions would be
-at the default target. One first sync, an oldest-first one and a kill in the backfill are run once for the
-module; each test reads them, and those that move a clock or add events get a fake of their own.
+The window target is small (window_target_events 100; ~15 events a day, ~180 on the recent days, one old day
+of 300), so that the recent days come in pieces and the backfill in a few dozen volume-sized windows, one day of
+them in pieces, as a project of billions would at the default target. One first sync, an oldest-first one
+and a kill in the backfill are run once for the module; each test reads them, and those that move a clock or
+add events get a fake of their own.
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def in_heavy_pieces(messages: list[dict[str, Any]]) -> bool:
 
 @pytest.fixture(scope="module")
 def module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Module]:
-    events = sorted(generate_events(1350, FIRST, 90, seed=81) + generate_events(300, HEAVY, 1, seed=82),
-                    key=lambda e: e.time_ms)
+    # ~15 events a day, ~180 on the recent days (a day's records fill more than a pipe: a kill lands inside them),
+    # and 300 on HEAVY
+    events = generate_events(1350, FIRST, 90, seed=81) + generate_events(1000, RECENT, 6, seed=84)
+    events = sorted(events + generate_events(300, HEAVY, 1, seed=82), key=lambda e: e.time_ms)
     fake = make_fake(events, now_ms=day_start_ms(TODAY) + 3_600_000)  # 01:00: every event processed
     tmp = tmp_path_factory.mktemp("recent_first")
     try:
@@ -137,8 +140,8 @@ def test_given_90_days_and_recent_first_days_7_when_synced_then_the_last_7_days_
                                                     "watermark": "1970-01-01T00:00:00.000+00:00"}
     backfill = [group for group in between_states(run) if max(group) < RECENT]
     assert newest_first(backfill) and backfill[-1][-1] >= FIRST
-    oldest_ranges = [state["history"]["checked"][0] for state in run.states]
-    unread = [c["through"] for c in oldest_ranges if c["watermark_ms"] == 0]
+    complete = [state["history"]["checked"][0] for state in run.states if "in_progress" not in state]
+    unread = [c["through"] for c in complete if c["watermark_ms"] == 0]  # the recent days', then the backfill's
     assert unread == sorted(set(unread), reverse=True) and len(unread) >= 10  # a STATE after each window
     pieces = [(a, b) for a, b, where in module.first_requests if a == b == HEAVY.isoformat() and "$time" in where]
     assert len(pieces) >= 4  # HEAVY, heavier than the target, came in pieces
@@ -159,7 +162,8 @@ def test_given_oldest_first_when_compared_then_the_same_records_in_another_order
     assert record_keys(module.oldest.records) == record_keys(module.first.records)
     assert day_of(module.oldest.records[0]) < RECENT <= day_of(module.first.records[0])
     assert module.oldest_requests[0][0] == FIRST.isoformat()
-    assert abs(len(module.first_requests) - len(module.oldest_requests)) <= 4
+    # a few more: the backfill's first window is sized (a probe) by the recent days, heavier than the old ones
+    assert len(module.oldest_requests) <= len(module.first_requests) <= 1.15 * len(module.oldest_requests)
 
 
 def first_record(messages: list[dict[str, Any]]) -> bool:
@@ -200,7 +204,7 @@ def test_given_a_first_sync_killed_when_resumed_then_the_union_is_the_truth_and_
     if point == "in_the_recent_days":
         assert killed.records and not killed.states
     elif point == "after_the_recent_days_state":
-        assert len(killed.states) == 1 and min(day_of(r) for r in killed.records) >= RECENT
+        assert "in_progress" not in killed.states[-1] and min(day_of(r) for r in killed.records) >= RECENT
     else:
         unread = killed.states[-1]["history"]["checked"][0]
         assert unread["watermark_ms"] == 0 and unread["through"] == HEAVY.isoformat()
