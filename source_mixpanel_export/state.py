@@ -404,8 +404,9 @@ class Checkpoints:
     of checkpoints. A STATE covers only windows whose records were emitted before it.
 
     Incremental: after a window that finishes its days, the state says the sync has read up to its
-    last day (`progressed`); once every fresh window is read, that the sync is complete up to its end
-    (`completed`, and the history days its attribution window re-read count as checked); after a sweep
+    last day (`progressed`), and history days among them (an attribution window longer than the recent
+    days re-reads them) count as checked; once every fresh window is read, that the sync is complete up
+    to its end (`completed`); after a sweep
     or backfill window, that its days were checked at the sync's watermark (a backfill window read
     them whole, so they are no longer "never read"). The watermark is the lowest any window
     of the sync had. Full refresh: a STATE without a cursor after each window that finishes its days.
@@ -431,8 +432,11 @@ class Checkpoints:
         if not window.fresh:  # the sweep's or the backfill's days: checked now
             self._complete()
             self.state = self.state.checked(window.first_day, window.last_day, self._watermark)
-        else:
-            self.state = self.state.progressed(window.last_day, self._watermark).sized(self._plan.rate())
+        else:  # history days among them (an attribution window longer than the recent days) too, so that
+            # a resumed sync does not read them again, whole if they were never read
+            state = self.state.progressed(window.last_day, self._watermark)
+            state = state.checked(window.first_day, window.last_day, self._watermark)
+            self.state = state.sized(self._plan.rate())
             if self._plan.fresh_done():
                 self._complete()
         return [self._write()]

@@ -421,3 +421,24 @@ def test_given_a_billion_events_a_year_and_two_years_when_simulated_then_recent_
     killed = outcomes[30, 12.0]
     assert killed.syncs == 2 and killed.recent_hours == recent.recent_hours and killed.requests - recent.requests < 10
     assert recent.daily_requests[1:] == oldest.daily_requests[1:]
+
+
+def test_given_an_attribution_window_longer_than_the_recent_days_when_killed_twice_then_duplicates_are_the_cuts():
+    """attribution_window 20, recent_first_days 7: a resumed sync re-reads history days (some never read,
+    whole) as fresh ones; killed again inside them, its checkpoints had already marked them checked, so the
+    next sync reads them no third time: the duplicates are exactly what each kill cut."""
+    cfg = config(window_target_events=30, attribution_window=20)
+    events = history_events(6)
+    later = NOW1 + MS_DAY
+    truth = collections.Counter(i for i, e in enumerate(events) if e[1] is None or e[1] <= later + 3_600_000)
+    whole = model_sync(cfg, ExportState(), events, NOW1)
+    for number in range(0, len(whole.windows), 4):
+        killed = model_sync(cfg, ExportState(), events, NOW1, kill=(number, 0.5))
+        for again in (1, 3):
+            resumed = model_sync(cfg, killed.state, events, later, kill=(again, 0.5))
+            last = model_sync(cfg, resumed.state, events, later + 3_600_000)
+            union = collections.Counter(killed.records) + collections.Counter(resumed.records)
+            union += collections.Counter(last.records)
+            assert set(union) == set(truth), (number, again)
+            cuts = collections.Counter(killed.since_state) + collections.Counter(resumed.since_state)
+            assert union - truth == cuts, (number, again)
