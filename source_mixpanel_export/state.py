@@ -381,7 +381,9 @@ def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
         if recent:  # the days before `first`: the fresh segments read whole those after it
             unread = unread_spans(state.history_from, state.history, (start, min(end, first - ONE_DAY)))
             backfill = [Segment(a, b) for a, b in unread]
-        days, count = (start, end), config.history_sweep_requests
+        # not the days from `first` on: the fresh segments re-read them (history days too, when they reach
+        # into it), and the same sync must not deliver their late arrivals twice
+        days, count = (start, min(end, first - ONE_DAY)), config.history_sweep_requests
         sweep = sweep_windows(state.history_from, state.history, days, _block(config), count, unread=not recent)
     return SyncPlan(first, end, segments, backfill, sweep, state)
 
@@ -432,9 +434,10 @@ class Checkpoints:
         if not window.fresh:  # the sweep's or the backfill's days: checked now
             self._complete()
             self.state = self.state.checked(window.first_day, window.last_day, self._watermark)
-        else:  # history days among them (an attribution window longer than the recent days) too, so that
-            # a resumed sync does not read them again, whole if they were never read
+        else:
             state = self.state.progressed(window.last_day, self._watermark)
+            # the history days among them (an attribution window longer than the recent days re-reads them,
+            # whole if never read) count as checked now, so that a resumed sync does not read them again
             state = state.checked(window.first_day, window.last_day, self._watermark)
             self.state = state.sized(self._plan.rate())
             if self._plan.fresh_done():

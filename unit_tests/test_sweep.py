@@ -206,3 +206,14 @@ def test_given_start_date_moved_past_the_synced_days_when_planned_then_skipped_d
     assert plan.first == D(2026, 7, 1)
     assert plan.state.history[-1] == (D(2026, 6, 30), 0)
     assert plan.state.history[-2][0] == D(2026, 5, 31) and plan.sweep == []
+
+
+def test_given_an_attribution_window_reaching_into_the_history_when_planned_then_the_sweep_leaves_its_days():
+    """attribution_window 45 after syncs at 5: the sync re-reads history days as fresh ones, so no sweep
+    window covers a day from its first on (the same late arrival would come twice in one sync)."""
+    cfg = config(recent_first_days=0)
+    state = sync_plan(cfg, ExportState(), D(2026, 5, 31)).state
+    state = state.completed(D(2026, 5, 31), ms(D(2026, 5, 31)) + 3_600_000).settled(cfg)
+    plan = sync_plan(config(attribution_window=45, history_sweep_requests=60), state, D(2026, 6, 1))
+    assert plan.first < state.recent_from()
+    assert plan.sweep and all(w.last_day < plan.first for w in plan.sweep)
