@@ -156,10 +156,13 @@ def test_given_sweep_on_and_off_when_synced_then_requests_differ_by_the_sweeps(t
     on = read(tmp_path, history.config(), state)
     requests = history.fake.export_requests
     assert len(requests) == 3
-    watermark = state["watermark_ms"]
     sweeps = [r for r in requests if r.params["to_date"] < recent.isoformat()]
     assert len(sweeps) == 2
-    assert all(f'number(properties["mp_processing_time_ms"]) > {watermark}' in r.params["where"] for r in sweeps)
+    ranges = [(c["through"], c["watermark_ms"]) for c in state["history"]["checked"]]  # sync 1's: <= its watermark
+    for sweep in sweeps:
+        mark = next(m for through, m in ranges if sweep.params["to_date"] <= through)
+        assert 0 < mark <= state["watermark_ms"]
+        assert f'number(properties["mp_processing_time_ms"]) > {mark}' in sweep.params["where"]
     assert "History sweep: 2 window(s)" in on.logs()
     assert f"history takes {history.bound()} syncs like this one" in on.logs()  # the user guide's bound, logged
     assert len(on.records) >= len(off.records)

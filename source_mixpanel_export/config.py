@@ -239,6 +239,13 @@ class Config:
         "at least 1) days: a sweep of all history takes about (history days / block days) / this many "
         "syncs. 0 turns the sweep off. Skipped when the hourly budget is short.",
     )
+    recent_first_days: int = setting(
+        "Recent days first", 30, bounds=(0, 3660),  # ten years at most
+        description="How many of the latest days a first sync (or one after a reset) reads and checkpoints "
+        "first when the start date lies further back; it then reads the older days newest first (the "
+        "backfill). A later sync reads its new days first, then goes on with the backfill where it stopped. "
+        "Only the order of the records changes. 0 reads from the start date forward.",
+    )
     profile_properties: tuple[str, ...] = setting(
         "Profile properties", (), shown="all properties", schema={"items": {"type": "string"}},
         description="`profiles` stream: only these profile properties (Mixpanel's `output_properties`); "

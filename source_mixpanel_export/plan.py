@@ -3,11 +3,13 @@
 `prefetch.fetch_in_order` asks a `Plan` for windows and tells it what each returned; the read loop
 (stream.py) only emits records and checkpoints (state.Checkpoints). The plan decides:
 - what to request next: the fresh days in date order, each window sized by the ones before it
-  (windows.Planner), then the history sweep's windows (sweep.py), planned beforehand;
+  (windows.Planner), then the backfill's (history days never read, whole, newest first, sized the same
+  way from the volume measured so far: recent_first_days), then the history sweep's windows (sweep.py),
+  planned beforehand;
 - what replaces a window Mixpanel could not answer: smaller windows for one too large, a shorter one
   for one past Mixpanel's today, or an error that says what to do;
 - whether a window is read whole however large (it cannot be split any further);
-- when the fresh days are done, so that their STATE comes before any sweep window's records.
+- when the fresh days are done, so that their STATE comes before any backfill or sweep window's records.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .errors import system_error
 from .retry import DateAfterToday, TooLarge
 from .state import SyncPlan
 from .sweep import block_days, syncs_per_pass
-from .windows import ONE_DAY, Planner, SameAnswers, Segment, Window, split_window
+from .windows import ONE_DAY, Planner, SameAnswers, Segment, Window, requests_for, split_window
 
 
 class Plan:
@@ -41,15 +43,28 @@ class Plan:
             sync.state.events_per_day,
         )
         self._outstanding = 0  # fresh windows handed out and neither read nor replaced yet
+        self._backfill: Planner | None = None  # None: not decided yet (when the fresh days are read)
         self._sweep: collections.deque[Window] | None = None  # None: not decided yet
         self._pieces = SameAnswers()
+        if sync.backfill:
+            days = sum(_days(s) for s in sync.backfill)
+            after = f"once {sync.first}..{sync.end} is read and checkpointed" if sync.first <= sync.end else "now"
+            self._logger.info(
+                f"Backfill: {days} days of history were never read ({sync.backfill[0].first_day}.."
+                f"{sync.backfill[-1].last_day}); they are read newest first {after} (recent_first_days; 0 "
+                "reads oldest first)."
+            )
 
     def ready(self) -> bool:
-        """Whether the next window may be sent now: not while the first fresh window of its kind is out
-        (windows.Planner), and no sweep window before every fresh window is read."""
+        """Whether the next window may be sent now: not while the first window of its kind of the fresh
+        days or of the backfill is out (windows.Planner), and no backfill or sweep window before every
+        fresh window is read."""
         if not self._fresh.exhausted():
             return self._fresh.ready()
-        return self._outstanding == 0
+        if self._outstanding:
+            return False
+        backfill = self._backfill_planner()
+        return backfill.exhausted() or backfill.ready()
 
     def next(self) -> Window | None:
         """The next window to request, or None when the sync has none left."""
@@ -59,13 +74,18 @@ class Plan:
             return self._bounded(window)
         if self._outstanding:
             return None
+        window = self._backfill_planner().next()
+        if window is not None:
+            return self._bounded(dataclasses.replace(window, backfill=True))
         sweep = self._sweep_windows()
         return self._bounded(sweep.popleft()) if sweep else None
 
     def observe(self, window: Window, download: Download) -> bool:
         """A window was read; False when it no longer counts (see `replace`: past Mixpanel's today)."""
         self._same_answer(window, download.head)
-        if not window.sweep:  # very late arrivals of old days tell nothing of the days read now
+        if window.backfill and self._backfill is not None:
+            self._backfill.observe(window, download.events, download.size)
+        elif window.fresh:  # very late arrivals of old days tell nothing of the days read now
             self._outstanding -= 1
             self._fresh.observe(window, download.events, download.size)
         return window.first_day <= self.end
@@ -79,7 +99,7 @@ class Plan:
             parts = self._shortened(window, exc)
         else:
             return None
-        if not window.sweep:
+        if window.fresh:
             self._outstanding += len(parts) - 1
         return parts
 
@@ -88,20 +108,64 @@ class Plan:
         return self._fresh.exhausted() and self._outstanding == 0
 
     def rate(self) -> float | None:
-        """The whole days' volume, in events a day, measured so far (or the state's)."""
-        return self._fresh.rate()
+        """The whole days' volume, in events a day, measured so far (or the state's): the larger of the
+        fresh days' and the backfill's."""
+        rates = [self._fresh.rate(), self._backfill.rate() if self._backfill is not None else None]
+        return max((r for r in rates if r is not None), default=None)
 
     def days_left(self) -> int:
-        """Fresh days not yet requested."""
-        return self._fresh.days_left()
+        """Days not yet requested: fresh, and of the backfill."""
+        return self._fresh.days_left() + self._backfill_left()
 
     def estimate(self) -> int:
-        """Records the fresh days hold, from the volume measured so far."""
+        """Records the fresh days and the backfill hold, from the volume measured so far."""
         total = 0.0
         for late in (False, True):
             days = sum(_days(s) for s in self._sync.segments if (s.processed_after_ms is not None) == late)
             total += (self._fresh.rate(late) or 0.0) * days
-        return int(total)
+        return int(total + (self.rate() or 0.0) * sum(_days(s) for s in self._sync.backfill))
+
+    def backfill_left(self) -> str | None:
+        """What is left of the backfill, and about how many requests and hours of the hourly budget it
+        needs at the volume measured so far, in words for the logs (None: no backfill left)."""
+        days = self._backfill_left()
+        if not days:
+            return None
+        config = self._config
+        requests = requests_for(days, self.rate(), config.date_window_size, config.window_target_events)
+        hours = requests / config.requests_per_hour
+        return (
+            f"backfill: {days} days of history left, about {requests:,} requests "
+            f"({hours:.1f} hours at {config.requests_per_hour} an hour)"
+        )
+
+    def _backfill_left(self) -> int:
+        if self._backfill is not None:
+            return self._backfill.days_left()
+        return sum(_days(s) for s in self._sync.backfill)
+
+    def _backfill_planner(self) -> Planner:
+        """The backfill's windows, decided once the fresh days are read: sized from the volume measured
+        so far, their first still a probe that goes alone (old days need not be as heavy as new ones)."""
+        if self._backfill is not None:
+            return self._backfill
+        segments = self._sync.backfill
+        if segments and self.end < self.first and self._sync.state.reached() is None:
+            self._logger.warning(  # a STATE of checked history and no days read would not be ours
+                "Mixpanel's today is earlier than every day this first sync was to read first: the backfill "
+                "starts with the next sync."
+            )
+            segments = []
+        config = self._config
+        self._backfill = Planner(
+            segments, config.date_window_size, config.window_target_events, config.request_timezone,
+            self.rate(), newest_first=True,
+        )
+        self._backfill.stop_after(self.end)
+        left = self.backfill_left()
+        if left is not None:
+            self._logger.info(f"Starting the {left}, newest first. A STATE follows each window.")
+        return self._backfill
 
     def _bounded(self, window: Window) -> Window:
         """The window, marked to be read whole however large when it cannot be split any further."""
@@ -116,6 +180,8 @@ class Plan:
                 "Narrow the export with events or where.",
             )
         parts = [self._bounded(part) for part in parts]
+        if window.backfill and window.days > 1:  # newest first; the pieces of a day stay in time order
+            parts.reverse()
         labels = ", ".join(part.label() for part in parts)
         self._logger.info(f"Window {window.label()} is too large ({exc}); splitting it into {labels}.")
         self._pieces.split(window, exc.head, parts)
@@ -130,6 +196,8 @@ class Plan:
         )
         self.end = min(self.end, last)
         self._fresh.stop_after(last)
+        if self._backfill is not None:
+            self._backfill.stop_after(last)
         return [] if last < window.first_day else [dataclasses.replace(window, last_day=last)]
 
     def _same_answer(self, window: Window, head: bytes | None) -> None:

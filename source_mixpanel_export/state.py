@@ -16,6 +16,12 @@ that Mixpanel processed at or before it has been emitted, however late). The his
 (sweep.py) checks its stalest ranges again each sync. A version-2 state has no history: its synced
 days before the recent stretch count as checked at its watermark.
 
+A range checked at 0 holds days never read, which promise nothing. With recent_first_days, a first sync
+(or one after a reset) leaves the days before its last recent_first_days so (`ExportState.recent_first`)
+and reads them after those, newest first, a window at a time (the backfill: plan.Plan); each window's
+days then count as checked at the sync's watermark, so a killed backfill goes on where it stopped and
+reads no day twice. An older release reads such a state as it is: its sweep reads those days whole.
+
 A state is input the connector cannot trust. A state from a clock in the future would make every
 later sync skip new events without an error: a day after today is read as today, and a watermark
 ahead of now as an hour before now (re-reading is harmless, skipping is not), and one too far ahead to come from a
@@ -45,7 +51,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from . import clock
 from .config import FIRST_DATE, Config
 from .errors import config_error
-from .sweep import Checked, block_days, fold_limit, history_days, mark, sweep_windows
+from .sweep import Checked, block_days, fold_limit, history_days, mark, sweep_windows, unread_spans
 from .windows import Segment, Window, plan_segments
 
 if TYPE_CHECKING:
@@ -111,8 +117,8 @@ class ExportState:
         after that watermark less N days. Days never read come after `reached` and are read whole.
         """
         reached = self.reached()
-        if reached is None:
-            return start_day
+        if reached is None:  # days before the history's end are left to the backfill (recent_first)
+            return max(start_day, self.recent_from() or start_day)
         candidates = [reached + ONE_DAY]
         recent_start = self.recent_start(attribution_days, timezone)
         if recent_start is not None:
@@ -188,18 +194,49 @@ class ExportState:
     def with_history(self, start_day: dt.date, first: dt.date) -> ExportState:
         """This state with a history, for a state that keeps none yet (`first`: the sync's first day).
 
-        A new state's history starts at start_day. A version-2 state's synced days before `first`
-        count as checked at its watermark (the oldest, if it has two); the official connector's
-        state has no watermark, so its days before `first` are not in the history (not swept).
+        A new state's history starts at start_day, and so does that of a state that has read nothing
+        (its history can only hold days never read: `recent_first` plans them anew). A version-2 state's
+        synced days before `first` count as checked at its watermark (the oldest, if it has two); the
+        official connector's state has no watermark, so its days before `first` are not in the history
+        (not swept).
         """
+        if self.reached() is None:
+            return replace(self, history_from=start_day, history=())
         if self.history_from is not None:
             return self
         marks = [mark for _, mark in self._recent_coverage()]
-        if self.reached() is None or (marks and first <= start_day):
+        if marks and first <= start_day:
             return replace(self, history_from=start_day)
         if not marks:
             return replace(self, history_from=first)
         return replace(self, history_from=start_day, history=((first - ONE_DAY, min(marks)),))
+
+    def recent_first(self, start_day: dt.date, end: dt.date, days: int) -> ExportState:
+        """This state, when it has read nothing yet (a first sync, a reset) and `start_day..end` spans
+        more than `days` days, with the days before the last `days` in the history as never read
+        (checked at 0): the sync reads the last `days` first, then those newest first (the backfill,
+        sweep.unread_spans), each window then checked at the sync's watermark. A state that has read
+        nothing promises nothing, so its history may hold such days (see `_history`)."""
+        if days <= 0 or self.reached() is not None or (end - start_day).days < days:
+            return self
+        return replace(self, history_from=start_day, history=((end - dt.timedelta(days=days), 0),))
+
+    def extended(self, start_day: dt.date) -> ExportState:
+        """This state with the days from a `start_day` before its history's first day added to the
+        history as never read, while it still holds days never read (a backfill under way), so the
+        backfill goes on to the new start_date. Once every day has been read, an earlier start_date
+        changes nothing, as before the backfill existed (reset the stream to read those days)."""
+        first = self.history_from
+        if first is None or start_day >= first or all(mark_ms for _, mark_ms in self.history):
+            return self
+        history = self.history if self.history[0][1] == 0 else ((first - ONE_DAY, 0), *self.history)
+        return replace(self, history_from=start_day, history=tuple(history))
+
+    def unread_days(self, days: tuple[dt.date, dt.date]) -> int:
+        """How many days within `days` (both included) were never read: the backfill left."""
+        if self.history_from is None:
+            return 0
+        return sum((b - a).days + 1 for a, b in unread_spans(self.history_from, self.history, days))
 
     def folded(self, limit: dt.date) -> ExportState:
         """This state with the recent days before `limit` moved to the history, each range with the
@@ -313,30 +350,42 @@ def _changed(field: str, was: Any, now: Any) -> Exception:
 
 @dataclass(frozen=True)
 class SyncPlan:
-    """What one sync reads: event dates `first..end` (in the request timezone), as segments, then
-    the history sweep's windows; `state` is the state it starts from, with its history."""
+    """What one sync reads: event dates `first..end` (in the request timezone), as segments, then the
+    backfill's days (history never read, read whole and newest first), then the history sweep's
+    windows; `state` is the state it starts from, with its history."""
 
     first: dt.date
     end: dt.date
     segments: list[Segment]
+    backfill: list[Segment]
     sweep: list[Window]
     state: ExportState
 
 
 def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
     """The days a sync reads: from the config's start or where the state says late events may still
-    arrive, up to end_date or Mixpanel's today, whichever comes first; and the history it sweeps."""
+    arrive, up to end_date or Mixpanel's today, whichever comes first; with recent_first_days, the
+    history days never read (the backfill); and the history it sweeps."""
     end = min(config.end_day or today, today)
     start, attribution, timezone = config.start_day(), config.attribution_window, config.request_timezone
     state = state.with_history(start, state.first_day(start, attribution, timezone)).settled(config)
+    recent = config.recent_first_days
+    if recent:
+        state = state.recent_first(start, end, recent).extended(start)
     first = state.first_day(start, attribution, timezone)
     state = state.folded(first)  # days before `first` are not re-read: the history holds them
     segments = plan_segments(first, end, state.coverage()) if first <= end else []
+    backfill: list[Segment] = []
     sweep: list[Window] = []
     if state.history_from is not None:
-        days, count = (start, end), config.history_sweep_requests
-        sweep = sweep_windows(state.history_from, state.history, days, _block(config), count)
-    return SyncPlan(first, end, segments, sweep, state)
+        if recent:  # the days before `first`: the fresh segments read whole those after it
+            unread = unread_spans(state.history_from, state.history, (start, min(end, first - ONE_DAY)))
+            backfill = [Segment(a, b) for a, b in unread]
+        # not the days from `first` on: the fresh segments re-read them (history days too, when they reach
+        # into it), and the same sync must not deliver their late arrivals twice
+        days, count = (start, min(end, first - ONE_DAY)), config.history_sweep_requests
+        sweep = sweep_windows(state.history_from, state.history, days, _block(config), count, unread=not recent)
+    return SyncPlan(first, end, segments, backfill, sweep, state)
 
 
 class PlanView(Protocol):
@@ -357,9 +406,11 @@ class Checkpoints:
     of checkpoints. A STATE covers only windows whose records were emitted before it.
 
     Incremental: after a window that finishes its days, the state says the sync has read up to its
-    last day (`progressed`); once every fresh window is read, that the sync is complete up to its end
-    (`completed`, and the history days its attribution window re-read count as checked); after a sweep
-    window, that its days were checked at the sync's watermark. The watermark is the lowest any window
+    last day (`progressed`), and history days among them (an attribution window longer than the recent
+    days re-reads them) count as checked; once every fresh window is read, that the sync is complete up
+    to its end (`completed`); after a sweep
+    or backfill window, that its days were checked at the sync's watermark (a backfill window read
+    them whole, so they are no longer "never read"). The watermark is the lowest any window
     of the sync had. Full refresh: a STATE without a cursor after each window that finishes its days.
     """
 
@@ -380,11 +431,15 @@ class Checkpoints:
             return []
         if not self._incremental:
             return [{NO_CURSOR_MARKER: True}]
-        if window.sweep:
+        if not window.fresh:  # the sweep's or the backfill's days: checked now
             self._complete()
             self.state = self.state.checked(window.first_day, window.last_day, self._watermark)
         else:
-            self.state = self.state.progressed(window.last_day, self._watermark).sized(self._plan.rate())
+            state = self.state.progressed(window.last_day, self._watermark)
+            # the history days among them (an attribution window longer than the recent days re-reads them,
+            # whole if never read) count as checked now, so that a resumed sync does not read them again
+            state = state.checked(window.first_day, window.last_day, self._watermark)
+            self.state = state.sized(self._plan.rate())
             if self._plan.fresh_done():
                 self._complete()
         return [self._write()]
@@ -483,7 +538,8 @@ def _events_per_day(value: Any) -> int | None:
 
 
 def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.date, tuple[Checked, ...]]:
-    """The history part: a first day and ascending ranges, none past the days the state has read."""
+    """The history part: a first day and ascending ranges, none past the days the state has read (in a
+    state that has read nothing: only days never read)."""
     if not isinstance(raw, Mapping) or set(raw) - {"from", "checked"}:
         raise _bad("'history' must be an object with 'from' and 'checked'")
     first = present.day(raw.get("from"), "history.from")
@@ -508,7 +564,11 @@ def _history(raw: Any, present: _Present, reached: dt.date | None) -> tuple[dt.d
             raise _bad(f"'{key}.through' {through} does not come after the day before it ({previous})")
         ranges.append((through, watermark))
         previous = through
-    if ranges and (reached is None or ranges[-1][0] > reached):
+    if reached is None:  # it may hold days never read (checked at 0: ExportState.recent_first) only
+        past = [through for through, mark_ms in ranges if mark_ms]
+    else:
+        past = [through for through, _ in ranges if through > reached]
+    if past:
         raise _bad(f"'history' reaches {ranges[-1][0]}, past the days this state has read ({reached})")
     return first, tuple(ranges)
 

@@ -110,12 +110,12 @@ class ExportReader:
         if incremental:
             state = bind(state, self._config)
         sync = sync_plan(self._config, state, self._today)
-        self._plan = Plan(sync, self._config, self._budget.left_this_hour, self._logger)
         self._logger.info(
             f"Reading {sync.first}..{sync.end} ({self._config.request_timezone} days) in {mode.value} mode, "
             f"up to {self._config.date_window_size} days and about {self._config.window_target_events} "
             "events per request."
         )
+        self._plan = Plan(sync, self._config, self._budget.left_this_hour, self._logger)
         return self._plan, Checkpoints(sync.state, incremental, self._config, self._plan)
 
     def _records(self, download: Download) -> Generator[Batch, None, int]:
@@ -161,11 +161,12 @@ class ExportReader:
 
     def _log_progress(self, download: Download, count: int, done: int, started: float) -> None:
         elapsed = self._clock.monotonic() - started
+        backfill = self._plan.backfill_left()
         self._logger.info(
             f"Window {download.window.label()}: {count} records, {download.size / 1e6:.1f} MB "
             f"({download.spill.stored / 1e6:.1f} MB as sent) in {download.seconds:.1f} s "
             f"({download.attempts} attempt(s)); {done} windows in {elapsed:.0f} s; "
-            f"{self._plan.days_left()} days left; "
+            f"{self._plan.days_left()} days left" + (f" ({backfill})" if backfill else "") + "; "
             f"{self._budget.left_this_hour()} export queries left in this sync's hourly budget."
         )
 

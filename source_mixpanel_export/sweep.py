@@ -15,6 +15,10 @@ are the stalest first, newest days first among equals, so the sweep moves from n
 wraps around to the first stretch it checked; every day is checked again within
 ceil(blocks of history / windows per sync) syncs.
 
+Days checked at 0 were never read. With recent_first_days they are the backfill's, which reads them
+all, newest first and whole, before the sweep (`unread_spans`; plan.Plan), and the sweep leaves them;
+with it off the sweep reads them, whole, as the stalest of all.
+
 All of it is pure (dates and integers), tested without HTTP.
 """
 
@@ -90,17 +94,19 @@ def mark(first: dt.date, checked: Sequence[Checked], low: dt.date, high: dt.date
 
 
 def sweep_windows(
-    first: dt.date, checked: Sequence[Checked], days: tuple[dt.date, dt.date], block: int, count: int
+    first: dt.date, checked: Sequence[Checked], days: tuple[dt.date, dt.date], block: int, count: int,
+    unread: bool = True,
 ) -> list[Window]:
     """The sync's `count` sweep windows, stalest first: each the newest unchecked block-part of the
     range checked longest ago (the newest such range among equals), within `days` (start_day and
     end_date). Days checked at 0 were never read: they are read whole, not for `> 0`, which would
-    leave out events without a processing time."""
+    leave out events without a processing time; with `unread` False they are left to the backfill
+    (`unread_spans`), which reads them all, and the sweep checks only days read before."""
     low_day, high_day = days
     remaining = [
         (max(a, low_day), min(b, high_day), mark_ms)
         for a, b, mark_ms in spans(first, checked)
-        if b >= low_day and a <= high_day
+        if b >= low_day and a <= high_day and (unread or mark_ms)
     ]
     windows: list[Window] = []
     while len(windows) < count and remaining:
@@ -113,6 +119,19 @@ def sweep_windows(
         else:
             del remaining[index]
     return windows
+
+
+def unread_spans(
+    first: dt.date, checked: Sequence[Checked], days: tuple[dt.date, dt.date]
+) -> list[tuple[dt.date, dt.date]]:
+    """The days never read (ranges checked at 0) within `days`, as ascending (first_day, last_day): what
+    the backfill reads, whole and newest first (plan.Plan), once a sync's own days are read."""
+    low_day, high_day = days
+    return [
+        (max(a, low_day), min(b, high_day))
+        for a, b, mark_ms in spans(first, checked)
+        if mark_ms == 0 and b >= low_day and a <= high_day
+    ]
 
 
 def history_days(first: dt.date, checked: Sequence[Checked], start_day: dt.date) -> int:

@@ -41,8 +41,10 @@ class Window:
     processed after that sync's watermark. `time_from`/`time_to` (epoch seconds, `[from, to)`, None =
     open) exist only for pieces of a day split because Mixpanel could not answer it whole; the first
     and last pieces are open so that no event of the day can fall outside every piece. `sweep` marks
-    a window of the history sweep (sweep.py), which checks old days for very late arrivals. `whole`
-    marks a window read whole however large, as it cannot be split any further (plan.Plan sets it).
+    a window of the history sweep (sweep.py), which checks old days for very late arrivals, and
+    `backfill` one of the backfill, which reads whole the history days never read, newest first (both
+    mark their days checked when read: state.Checkpoints). `whole` marks a window read whole however
+    large, as it cannot be split any further (plan.Plan sets it).
     """
 
     first_day: dt.date
@@ -52,6 +54,12 @@ class Window:
     time_to: int | None = None
     sweep: bool = False
     whole: bool = False
+    backfill: bool = False
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the window reads the sync's own days (new, or re-read for late arrivals), not history."""
+        return not (self.sweep or self.backfill)
 
     @property
     def ends_day(self) -> bool:
@@ -70,7 +78,9 @@ class Window:
             text += f" [{_clock(self.time_from)}-{_clock(self.time_to)})"
         if self.processed_after_ms is not None:
             text += f" (arrived after {_instant(self.processed_after_ms)})"
-        return "sweep " + text if self.sweep else text
+        if self.sweep:
+            return "sweep " + text
+        return "backfill " + text if self.backfill else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +127,18 @@ class Planner:
     the first whole-day window: a heavy project's then comes in pieces at once, not after a probe too
     large to keep. It may be stale or hostile, so that window still covers PROBE_DAYS at most, its day
     KNOWN_RATE_PIECES pieces at most, and nothing after it is planned until one of them is read.
+    `newest_first` hands the days out from the last backwards (the backfill: plan.Plan); a day's pieces
+    still come in time order, so that the piece that ends the day comes last.
     """
 
     def __init__(
         self, segments: Iterable[Segment], max_days: int, target_events: int, timezone: str,
-        known_rate: float | None = None,
+        known_rate: float | None = None, newest_first: bool = False,
     ) -> None:
-        self._segments = collections.deque(segments)
-        self._cursor = self._segments[0].first_day if self._segments else None
+        self._newest_first = newest_first
+        ordered = list(segments)
+        self._segments = collections.deque(reversed(ordered) if newest_first else ordered)
+        self._cursor = self._start_of(self._segments[0]) if self._segments else None
         self._pieces: collections.deque[Window] = collections.deque()
         self._max_days = max_days
         self._target = target_events
@@ -147,7 +161,7 @@ class Planner:
         return (self._segments[0].processed_after_ms is not None) not in self._probing
 
     def next(self) -> Window | None:
-        """The next window in date order, or None when the sync has none left."""
+        """The next window in date order (newest first: backwards), or None when the sync has none left."""
         if self._pieces:
             return self._pieces.popleft()
         if not self._segments or self._cursor is None:
@@ -164,9 +178,12 @@ class Planner:
         if not self._rates[late]:  # the first of its kind goes alone; of whole days, a short one at most
             self._probing.add(late)
             days = days if late else min(days, PROBE_DAYS)
-        first = self._cursor
-        last = min(segment.last_day, first + dt.timedelta(days=days - 1))
-        self._advance(last)
+        span = dt.timedelta(days=days - 1)
+        if self._newest_first:
+            first, last = max(segment.first_day, self._cursor - span), self._cursor
+        else:
+            first, last = self._cursor, min(segment.last_day, self._cursor + span)
+        self._advance(first, last)
         window = Window(first, last, segment.processed_after_ms)
         if pieces == 1:
             return window
@@ -189,29 +206,43 @@ class Planner:
 
     def stop_after(self, day: dt.date) -> None:
         """Plan nothing after `day` (Mixpanel's today turned out to be earlier than ours)."""
-        while self._segments and self._segments[-1].first_day > day:
-            self._segments.pop()
-        if self._segments and self._segments[-1].last_day > day:
-            self._segments[-1] = replace(self._segments[-1], last_day=day)
-        if self._cursor is not None and self._cursor > day:
-            self._segments.clear()
+        kept: collections.deque[Segment] = collections.deque()
+        for first, last, segment in self._unplanned():
+            if first <= day:
+                kept.append(replace(segment, first_day=first, last_day=min(last, day)))
+        self._segments = kept
+        self._cursor = self._start_of(kept[0]) if kept else None
         self._pieces = collections.deque(p for p in self._pieces if p.first_day <= day)
 
     def days_left(self, late: bool | None = None) -> int:
         """Days not yet planned: of whole days, of late arrivals, or (None) of both."""
-        total = 0
-        for index, segment in enumerate(self._segments):
-            if late is None or (segment.processed_after_ms is not None) == late:
-                first = self._cursor if index == 0 and self._cursor is not None else segment.first_day
-                total += (segment.last_day - first).days + 1
-        return total
+        return sum(
+            (last - first).days + 1
+            for first, last, segment in self._unplanned()
+            if late is None or (segment.processed_after_ms is not None) == late
+        )
 
-    def _advance(self, last: dt.date) -> None:
-        if last >= self._segments[0].last_day:
+    def _unplanned(self) -> list[tuple[dt.date, dt.date, Segment]]:
+        """The days of each segment not yet planned, as (first, last, segment), in reading order."""
+        out = []
+        for index, segment in enumerate(self._segments):
+            first, last = segment.first_day, segment.last_day
+            if index == 0 and self._cursor is not None:
+                first, last = (first, self._cursor) if self._newest_first else (self._cursor, last)
+            out.append((first, last, segment))
+        return out
+
+    def _start_of(self, segment: Segment) -> dt.date:
+        """The day a segment is read from: its first, or (newest first) its last."""
+        return segment.last_day if self._newest_first else segment.first_day
+
+    def _advance(self, first: dt.date, last: dt.date) -> None:
+        segment = self._segments[0]
+        if (first <= segment.first_day) if self._newest_first else (last >= segment.last_day):
             self._segments.popleft()
-            self._cursor = self._segments[0].first_day if self._segments else None
+            self._cursor = self._start_of(self._segments[0]) if self._segments else None
         else:
-            self._cursor = last + ONE_DAY
+            self._cursor = first - ONE_DAY if self._newest_first else last + ONE_DAY
 
 
 def day_pieces(window: Window, count: int, timezone: str) -> list[Window]:
@@ -308,3 +339,14 @@ class SameAnswers:
             return None
         self._alike[parent[0]] += 1
         return parent[0] if self._alike[parent[0]] >= 2 else None
+
+
+def requests_for(days: int, rate: float | None, max_days: int, target_events: int) -> int:
+    """About how many windows Planner cuts `days` whole days into when each holds `rate` events (None:
+    not known yet, so windows of `max_days`): for saying how long a backfill takes, not for planning."""
+    if days <= 0:
+        return 0
+    if rate is not None and rate > target_events:
+        return days * min(math.ceil(rate / target_events), MAX_PIECES)
+    per_window = max(1, min(max_days, int(target_events // rate))) if rate else max_days
+    return math.ceil(days / per_window)

@@ -102,7 +102,8 @@ def test_given_version_2_state_when_planned_then_history_counts_as_checked_at_it
 
 
 def test_given_fresh_state_when_completed_and_settled_then_whole_blocks_join_the_history():
-    cfg = config()
+    """Oldest first (recent_first_days 0): the first sync reads every day as fresh."""
+    cfg = config(recent_first_days=0)
     plan = sync_plan(cfg, ExportState(), D(2026, 6, 1))
     assert plan.sweep == [] and plan.first == D(2021, 1, 1)
     watermark = ms(D(2026, 6, 1)) + 3_600_000
@@ -185,7 +186,7 @@ def test_given_a_daily_sync_at_the_defaults_when_planned_then_two_fresh_requests
     arrivals in one window and the new day in another, then sweeps two blocks (0 with the sweep off)."""
     cfg = config()
     yesterday = ms(D(2026, 5, 31)) + 6 * 3_600_000
-    first = sync_plan(cfg, ExportState(), D(2026, 5, 31))
+    first = sync_plan(config(recent_first_days=0), ExportState(), D(2026, 5, 31))  # a sync that read all
     state = first.state.completed(D(2026, 5, 31), yesterday).settled(cfg)
     plan = sync_plan(cfg, state, D(2026, 6, 1))
     planner = Planner(plan.segments, cfg.date_window_size, cfg.window_target_events, "UTC")
@@ -205,3 +206,14 @@ def test_given_start_date_moved_past_the_synced_days_when_planned_then_skipped_d
     assert plan.first == D(2026, 7, 1)
     assert plan.state.history[-1] == (D(2026, 6, 30), 0)
     assert plan.state.history[-2][0] == D(2026, 5, 31) and plan.sweep == []
+
+
+def test_given_an_attribution_window_reaching_into_the_history_when_planned_then_the_sweep_leaves_its_days():
+    """attribution_window 45 after syncs at 5: the sync re-reads history days as fresh ones, so no sweep
+    window covers a day from its first on (the same late arrival would come twice in one sync)."""
+    cfg = config(recent_first_days=0)
+    state = sync_plan(cfg, ExportState(), D(2026, 5, 31)).state
+    state = state.completed(D(2026, 5, 31), ms(D(2026, 5, 31)) + 3_600_000).settled(cfg)
+    plan = sync_plan(config(attribution_window=45, history_sweep_requests=60), state, D(2026, 6, 1))
+    assert plan.first < state.recent_from()
+    assert plan.sweep and all(w.last_day < plan.first for w in plan.sweep)
