@@ -95,7 +95,8 @@ class ProfileReader:
         emitted: set[str] = set()
         count, requests, number, restarts = 0, 1, 0, 0
         while True:
-            fresh = [r for r in page.records if r["distinct_id"] not in emitted]
+            # only after a restart: one session never repeats a profile (4 and "4" are two, with one key)
+            fresh = [r for r in page.records if r["distinct_id"] not in emitted] if restarts else page.records
             if fresh:
                 yield Batch(records=fresh)
             if len(emitted) < REMEMBERED_IDS:

@@ -13,6 +13,7 @@ same way, so a profile falls in the range its column says.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,6 @@ from .lines import exact_loads, needs_exact
 PRIMARY_KEY = [["distinct_id"]]
 CURSOR_FIELD = ["last_seen"]
 LAST_SEEN = "$last_seen"
-_MIXPANEL_TIME = "%Y-%m-%dT%H:%M:%S"  # how profiles hold times (seconds, no zone)
 
 SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -79,6 +79,11 @@ def parse_page(body: bytes) -> Page:
     """The page in `body`, its results made records (`profile_record`), or BadPage saying what is wrong."""
     try:
         data = exact_loads(body) if needs_exact(body) else orjson.loads(body)
+    except orjson.JSONDecodeError:  # a lone surrogate (\ud800) is JSON orjson refuses: the stdlib reads it
+        try:
+            data = exact_loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadPage(f"the page is not complete JSON ({type(exc).__name__})", is_json=False) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadPage(f"the page is not complete JSON ({type(exc).__name__})", is_json=False) from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
@@ -130,17 +135,18 @@ def last_seen_seconds(value: Any) -> int | None:
 
     A value with a zone is converted to UTC; a fraction of a second is dropped (the ranges count seconds).
     """
-    if type(value) is not str or not 10 <= len(value) <= 40:
+    if type(value) is not str or not 8 <= len(value) <= 40:
         return None
     try:
         moment = dt.datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        utc = moment.astimezone(dt.UTC)  # a zone past year 1 or 9999 in UTC: no time
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp())
+    return calendar.timegm(utc.utctimetuple())  # whole seconds, down (int() would round 1969 times up)
 
 
 def mixpanel_time(epoch_seconds: int) -> str:
     """Epoch seconds as profiles write times: "2008-12-12T11:20:47" (UTC, no zone)."""
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime(_MIXPANEL_TIME)
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).isoformat()[:19]  # strftime leaves years < 1000 unpadded
