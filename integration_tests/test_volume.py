@@ -136,7 +136,10 @@ def test_given_a_state_claiming_a_huge_volume_when_read_then_it_costs_four_reque
     resumed = heavy_fake.export_requests[before:]
     new_days = [r for r in resumed if "mp_processing_time_ms" not in r.params.get("where", "")]
     first_day = (HEAVY[-1] + dt.timedelta(days=1)).isoformat()
-    assert [r.params["from_date"] for r in new_days[:4]] == [first_day] * 4
+    # the 4 pieces go out first, but at 3 downloads at once the window after them may be planned (from the
+    # first piece read) and sent before the last piece leaves: their order at the server is not fixed
+    assert new_days[0].params["from_date"] == first_day
+    assert [r.params["from_date"] for r in new_days[:5]].count(first_day) == 4
     assert len([r for r in new_days if r.params["from_date"] == first_day]) == 4
     assert len(new_days) <= 4 + 2  # the 5 light days left: ~40 events each, one or two windows at a target of 250
     delivered = record_keys(first_run.records) + record_keys(run.records)
