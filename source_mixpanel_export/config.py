@@ -269,8 +269,8 @@ class Config:
         "Profile sweep requests per sync", 10, bounds=(0, 60),  # an hour of the Query API's budget at most
         description="`profiles` stream: incremental syncs spend up to this many extra Query API queries "
         "re-reading all profiles a part at a time, so that changes `$last_seen` does not show (edits in "
-        "Mixpanel's UI, updates with `$ignore_time`) arrive within about (profiles / (1,000 x this)) syncs. "
-        "0 turns it off.",
+        "Mixpanel's UI, updates with `$ignore_time`) arrive within about (profiles / (1,000 x (this - 2))) "
+        "syncs. 0 turns it off; otherwise at least 3.",
     )
 
     @property
@@ -351,6 +351,10 @@ def parse_config(raw: Mapping[str, Any], now: dt.datetime | None = None) -> Conf
         for key, f, s in declared(Config)
         if f.type in _PLAIN_TYPES
     }
+    if plain["profile_sweep_requests"] in (1, 2):  # each range it reads costs a page 0 and a page of slack
+        raise config_error(
+            f"profile_sweep_requests must be 0 (no sweep) or from 3 to 60, got {plain['profile_sweep_requests']}."
+        )
     request_tz = timezone if plain["legacy_local_time"] else "UTC"
     today = moment.in_timezone(request_tz).date()
     start, start_has_time = _start(raw.get("start_date"), today, request_tz)

@@ -6,7 +6,9 @@ The one owner of both decisions for this stream (the read loop in profile_stream
 - then, incremental after a changes walk, the sweep: at most `profile_sweep_requests` requests a sync of
   a walk over every profile, so that what `$last_seen` does not show (edits in Mixpanel's UI, updates
   with `$ignore_time`) arrives within a bounded number of syncs;
-- a range is read whole if its page 0 shows it fits, else narrowed first (`verdict`);
+- a range is read whole if its page 0 shows it fits, else narrowed first (`verdict`); the narrower range is
+  kept in the walk (`to`), so a sweep that runs out of requests while narrowing goes on from it next sync;
+- a sweep range stops when the sweep's requests do (`more`), whatever its page 0 said;
 - the STATE after a range says it was read; a walk's end moves the watermark to its start, less
   MARGIN_SECONDS (clocks and Mixpanel's processing), so a profile updated while it ran is read again.
 """
@@ -29,7 +31,7 @@ class Verdict(enum.Enum):
     """What becomes of a range once its page 0 is in."""
 
     READ = "read"  # read it whole
-    NARROW = "narrow"  # read `narrowed` instead
+    NARROW = "narrow"  # read the narrower range `next` gives instead
     STOP = "stop"  # the sweep's requests for this sync are spent: read no more
 
 
@@ -53,7 +55,7 @@ class ProfilePlan:
         self._sweeps = incremental and walk.kind == "changes" and sweep_requests > 0
         self.sweep_spent = 0  # requests the sweep sent in this sync
         self._sweep_ranges = 0  # ranges the sweep read whole in this sync
-        self.narrowed: Range | None = None
+        self._capped = True  # whether the range under way stops at the sweep's requests (`more`)
 
     def kind(self) -> str:
         """What the next range belongs to: "pass", "changes" or "sweep"."""
@@ -61,50 +63,79 @@ class ProfilePlan:
 
     def next(self) -> Range | None:
         """The next range to read, or None when the sync is done."""
-        if self.narrowed is not None:
-            return self.narrowed
         if self.walk is not None:
             return self.walk.next_range(self._now)
-        if not self._sweeps or self.sweep_spent >= self._sweep_requests:
+        # a range is begun with a page 0 and a page to spare (ranges are sized to the queries of a whole sync)
+        if not self._sweeps or self.sweep_spent + (2 if self._sweep_ranges else 1) > self._sweep_requests:
             return None
-        sweep = self.state.sweep
-        if sweep is None:
-            sweep = Walk.new("sweep", self._now, end=self.state.watermark)
-            self.state = dataclasses.replace(self.state, sweep=sweep)
-        return sweep.next_range(self._now)
+        if self.state.sweep is None:
+            self._set_sweep(Walk.new("sweep", self._now, end=self.state.watermark))
+        assert self.state.sweep is not None
+        return self.state.sweep.next_range(self._now)
 
-    def verdict(self, rng: Range, total: int, sample: Sequence[int]) -> Verdict:
-        """Whether a range whose page 0 reported `total` profiles is read whole (`narrowed` says instead
-        what to read when narrowed). Counts page 0 against the sweep's requests when it is the sweep's."""
-        self.narrowed = None
-        pages = total // self.page_size + 1  # Mixpanel's loop ends at the first page not full
+    def verdict(self, rng: Range, total: int | None, sample: Sequence[int]) -> Verdict:
+        """Whether a range whose page 0 reported `total` profiles (None: a full page without a total) is read
+        whole, or narrowed first. Counts page 0 against the sweep's requests when it is the sweep's."""
+        pages = None if total is None else total // self.page_size + 1  # Mixpanel's last page is not full
         if self.walk is not None:
-            target = self._range_pages
-            if pages <= 2 * target:
+            # without a total, a range sized from the density of the one before is taken to fit; the first
+            # of a walk (no density yet) is halved until its page 0 is not full
+            if pages is None and self.walk.span is not None or pages is not None and pages <= 2 * self._range_pages:
                 return Verdict.READ
-        else:
-            self.sweep_spent += 1
-            left = self._sweep_requests - self.sweep_spent
-            if pages - 1 <= left:
+            narrowed = narrower(rng, total, self._range_pages * self.page_size, sample, self._now)
+            if narrowed is None:  # one second, or the profiles without $last_seen: read whole
                 return Verdict.READ
-            target = left - 1  # a narrowed range costs its own page 0 first
-            if target < 1:
-                return Verdict.READ if self._sweep_ranges == 0 else self._stop_sweep()
-        self.narrowed = narrower(rng, total, target * self.page_size, sample, self._now)
-        if self.narrowed is None:  # cannot be narrowed: read it whole, unless a sweep can stop here
-            return Verdict.READ if self.walk is not None or self._sweep_ranges == 0 else self._stop_sweep()
-        return Verdict.NARROW
+            self.walk = self.walk.narrowed(narrowed)
+            self.state = dataclasses.replace(self.state, walk=self.walk)
+            return Verdict.NARROW
+        self.sweep_spent += 1
+        left = self._sweep_requests - self.sweep_spent
+        if pages is not None and pages - 1 <= left:
+            self._capped = True
+            return Verdict.READ
+        if pages is not None and left <= 1 and pages - 1 <= self._sweep_requests - 1:
+            return self._stop_sweep()  # the next sync reads it as it is
+        # too large, or of unknown size (`more` then stops it when the sweep's requests run out); narrowed to
+        # what is left less its own page 0, or when nothing is, to what the next sync can read
+        target = left - 1 if left > 1 and pages is not None else max(self._sweep_requests - 2, 1)
+        narrowed = narrower(rng, total, target * self.page_size, sample, self._now)
+        self._capped = narrowed is not None
+        if pages is None or narrowed is None:  # one that cannot be narrowed is read whole, first in a sync only
+            return Verdict.READ if self._capped or self._sweep_ranges == 0 else self._stop_sweep()
+        self._set_sweep(self._sweep().narrowed(narrowed))
+        return Verdict.NARROW if left > 1 else self._stop_sweep()
+
+    def more(self, requests: int, rng: Range, sample: Sequence[int]) -> bool:
+        """Whether the range under way may send another page after `requests` of its own: always, but for
+        the sweep, whose requests a sync are bounded (a page 0 without a total does not show how many
+        pages follow). A sweep range stopped here is narrowed for the next sync; what it emitted had been
+        read before, by a pass or the changes."""
+        if self.walk is not None or not self._capped or self.sweep_spent + requests - 1 < self._sweep_requests:
+            return True
+        narrowed = narrower(rng, None, self.page_size, sample, self._now)
+        if narrowed is not None:
+            self._set_sweep(self._sweep().narrowed(narrowed))
+        self._stop_sweep()
+        return False
+
+    def _sweep(self) -> Walk:
+        assert self.state.sweep is not None
+        return self.state.sweep
+
+    def _set_sweep(self, sweep: Walk | None) -> None:
+        self.state = dataclasses.replace(self.state, sweep=sweep)
 
     def _stop_sweep(self) -> Verdict:
         """The sweep's next range does not fit in what is left of its requests: it waits for the next sync."""
         self._sweeps = False
         return Verdict.STOP
 
-    def read(self, rng: Range, total: int, pages: int) -> dict[str, Any]:
-        """The state after `rng` was read whole in `pages` requests (`total` profiles): the checkpoint."""
-        self.narrowed = None
+    def read(self, rng: Range, total: int, pages: int, sample: Sequence[int] = ()) -> dict[str, Any]:
+        """The state after `rng` was read whole in `pages` requests (`total` profiles; `sample` the `$last_seen`
+        of its page 0): the checkpoint."""
+        earliest = min(sample, default=None)
         if self.walk is not None:
-            walk = self.walk.after(rng, total, self._range_pages * self.page_size, self._now)
+            walk = self.walk.after(rng, total, self._range_pages * self.page_size, self._now, earliest)
             if walk is None:  # the walk is done: what it read is the watermark, less the margin
                 watermark = max(self.walk.started - MARGIN_SECONDS, 0)
                 self.state = dataclasses.replace(self.state, watermark=watermark, walk=None)
@@ -114,12 +145,10 @@ class ProfilePlan:
         else:
             self.sweep_spent += pages - 1
             self._sweep_ranges += 1
-            sweep = self.state.sweep
-            assert sweep is not None
             # sized to leave a page 0 and a page of slack for a next range denser than this one
-            target = max(self._sweep_requests - 2, 1) * self.page_size
-            after = sweep.after(rng, total, target, self._now)
-            self.state = dataclasses.replace(self.state, sweep=after)
+            target = (self._sweep_requests - 2) * self.page_size
+            after = self._sweep().after(rng, total, target, self._now, earliest)
+            self._set_sweep(after)
             if after is None:  # a sweep ends at most once a sync: the next one starts in the next sync
                 self._sweeps = False
         return self.state.to_dict()

@@ -73,7 +73,9 @@ class Walk:
     whether the profiles without `$last_seen` are read (a changes walk has none to read); `span` the
     seconds the next range should cover, from the density of the last one (None: not known yet);
     `started` when the walk began (epoch seconds; a pass or changes walk's next watermark comes from
-    it); `end` where it stops (exclusive; None: it ends with an open-ended range).
+    it); `end` where it stops (exclusive; None: it ends with an open-ended range); `to` where the next
+    range ends once narrowed (kept in the state, so that a sweep that runs out of requests while
+    narrowing starts the next sync from the narrower range, not from the one too large).
     """
 
     kind: str
@@ -82,6 +84,7 @@ class Walk:
     span: int | None
     started: int
     end: int | None = None
+    to: int | None = None
 
     @classmethod
     def new(cls, kind: str, started: int, cursor: int | None = None, end: int | None = None) -> Walk:
@@ -92,8 +95,8 @@ class Walk:
         """The range to read next. Ranges reach `end`, or past `now` become open-ended."""
         if not self.unseen_done:
             return Range(unseen=True)
-        hi = None
-        if self.cursor is not None and self.span is not None:
+        hi = self.to
+        if hi is None and self.cursor is not None and self.span is not None:
             hi = self.cursor + self.span
         if self.end is not None:
             hi = self.end if hi is None else min(hi, self.end)
@@ -101,15 +104,24 @@ class Walk:
             hi = None
         return Range(self.cursor, hi)
 
-    def after(self, done: Range, total: int, target: int, now: int) -> Walk | None:
-        """The walk once `done` is read whole (`total` profiles in it), or None when it was the last range."""
+    def after(self, done: Range, total: int, target: int, now: int, earliest: int | None = None) -> Walk | None:
+        """The walk once `done` is read whole (`total` profiles in it), or None when it was the last range.
+        `earliest`: the earliest `$last_seen` seen in it, where its density starts when it has no lower bound."""
         if done.unseen:
             return dataclasses.replace(self, unseen_done=True)
         if done.hi is None or (self.end is not None and done.hi >= self.end):
             return None
-        covered = done.hi - (done.lo if done.lo is not None else min(done.hi, FLOOR_SECONDS))
-        span = next_span(max(covered, 1), total, target)
-        return dataclasses.replace(self, cursor=done.hi, span=span)
+        lo = done.lo
+        if lo is None and earliest is not None and earliest < done.hi:
+            lo = earliest
+        elif lo is None:  # from Mixpanel's launch; or, for older times, from 1970, or as far as a range reaches
+            lo = max(t for t in (FLOOR_SECONDS, 0, done.hi - MAX_SPAN_SECONDS) if t < done.hi)
+        span = next_span(done.hi - lo, total, target)
+        return dataclasses.replace(self, cursor=done.hi, span=span, to=None)
+
+    def narrowed(self, rng: Range) -> Walk:
+        """The walk reading `rng` (a narrower range from the same start) next, instead of its planned range."""
+        return dataclasses.replace(self, to=rng.hi)
 
 
 def next_span(covered: int, total: int, target: int) -> int:
@@ -119,13 +131,13 @@ def next_span(covered: int, total: int, target: int) -> int:
     return min(max(span, 1), MAX_SPAN_SECONDS)
 
 
-def narrower(rng: Range, total: int, target: int, sample: Sequence[int], now: int) -> Range | None:
-    """A range to read instead of `rng`, whose page 0 reported `total` profiles where about `target` fit;
-    None when it cannot be narrowed (the unseen profiles, one second).
+def narrower(rng: Range, total: int | None, target: int, sample: Sequence[int], now: int) -> Range | None:
+    """A range to read instead of `rng`, whose page 0 reported `total` profiles (None: a full page, and no
+    total) where about `target` fit; None when it cannot be narrowed (the unseen profiles, one second).
 
     The new range keeps the start and covers the share of the old one's seconds that `target` is of
-    `total` (at most half of them, so repeated narrowing ends). Without a lower bound, the earliest
-    `$last_seen` in `sample` (page 0's profiles) stands in for it, or FLOOR_SECONDS.
+    `total` (at most half of them, so repeated narrowing ends; half without a total). Without a lower
+    bound, the earliest `$last_seen` in `sample` (page 0's profiles) stands in for it, or FLOOR_SECONDS.
     """
     if rng.unseen:
         return None

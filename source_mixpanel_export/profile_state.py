@@ -4,6 +4,7 @@
      "watermark": "2024-06-01T11:00:00",            # the next changes walk reads $last_seen from here on
      "walk": {"kind": "pass", "from": "2023-01-01T00:00:00", "unseen_done": true,
               "span": 86400, "started": "2024-06-01T12:00:00"},   # a pass or changes walk under way
+                                    # ("to": where its next range ends, when that range was narrowed)
      "sweep": {"from": null, "unseen_done": false, "span": null,
                "started": "2024-06-01T12:00:00", "until": "2024-06-01T11:00:00"}}
 
@@ -23,14 +24,14 @@ from typing import Any
 
 from .profile_ranges import MAX_SPAN_SECONDS, Walk
 from .profiles import mixpanel_time
-from .state import NO_CURSOR_MARKER, StateRefused
+from .state import StateRefused, is_no_state
 
 STATE_VERSION = 1
 FUTURE_ALLOWANCE_SECONDS = 86_400  # a clock a day ahead wrote it; further ahead, it is not our state
 CLOCK_AHEAD_SECONDS = 3600  # a time ahead of now is read as this long before now: re-reading is harmless
 _WALK_KINDS = ("pass", "changes")
-_WALK_KEYS = {"kind", "from", "unseen_done", "span", "started"}
-_SWEEP_KEYS = {"from", "unseen_done", "span", "started", "until"}
+_WALK_KEYS = {"kind", "from", "to", "unseen_done", "span", "started"}
+_SWEEP_KEYS = {"from", "to", "unseen_done", "span", "started", "until"}
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ class ProfileState:
 
 
 def _progress(walk: Walk) -> dict[str, Any]:
+    narrowed = {"to": mixpanel_time(walk.to)} if walk.to is not None else {}
     return {
         "from": mixpanel_time(walk.cursor) if walk.cursor is not None else None,
+        **narrowed,
         "unseen_done": walk.unseen_done,
         "span": walk.span,
         "started": mixpanel_time(walk.started),
@@ -65,7 +68,7 @@ def _progress(walk: Walk) -> dict[str, Any]:
 
 def parse_profile_state(raw: Any, now: int) -> ProfileState:
     """A saved state of the profiles stream, or StateRefused naming what is wrong; `now` is epoch seconds."""
-    if raw is None or raw == {} or (isinstance(raw, Mapping) and raw.get(NO_CURSOR_MARKER)):
+    if is_no_state(raw):
         return ProfileState()
     if not isinstance(raw, Mapping):
         raise StateRefused(f"is a {type(raw).__name__}, not a JSON object")
@@ -94,8 +97,11 @@ def _walk(entry: Mapping[str, Any], kind: str, key: str, now: int, end: int | No
     if span is not None and (type(span) is not int or not 1 <= span <= MAX_SPAN_SECONDS):
         raise StateRefused(f"has '{key}.span' {_shown(span)}; it must be whole seconds from 1 to {MAX_SPAN_SECONDS}")
     cursor = _time(entry.get("from"), f"{key}.from", now)
+    to = _time(entry.get("to"), f"{key}.to", now)
+    if to is not None and cursor is not None and to <= cursor:
+        raise StateRefused(f"has '{key}.to' {_shown(entry.get('to'))}, not after '{key}.from': no range ends there")
     started = _time(entry.get("started"), f"{key}.started", now, needed=True)
-    return Walk(kind, cursor, unseen_done, span, started or 0, end)
+    return Walk(kind, cursor, unseen_done, span, started or 0, end, to)
 
 
 def _time(value: Any, key: str, now: int, needed: bool = False) -> int | None:

@@ -31,6 +31,8 @@ SESSION_RESTARTS = 3  # sessions lost in one range before the sync stops
 # Ids kept per range so that a restarted session emits no profile twice: ~100 bytes each. A range past
 # this (one second of $last_seen, or the profiles without one) may repeat profiles after a restart.
 REMEMBERED_IDS = 500_000
+PAGES_PAST_TOTAL = 2  # pages a session may send past what page 0's total makes (profiles added meanwhile)
+_Read = tuple[int, int | None, int, list[int]]
 
 
 class ProfileReader:
@@ -69,11 +71,12 @@ class ProfileReader:
             read = yield from self._range(rng, plan)
             if read is None:
                 continue  # narrowed, or the sweep stopped: the plan knows
-            count, total, requests = read
-            written = plan.read(rng, count, requests)
+            count, total, requests, sample = read
+            written = plan.read(rng, count, requests, sample)
             yield state_message(written, NAME)
+            counted = "page 0 gave no total" if total is None else f"of {total} (page 0's total)"
             self._logger.info(
-                f"Profiles {rng.label()} ({kind}): {count} read of {total} (page 0's total) in {requests} "
+                f"Profiles {rng.label()} ({kind}): {count} read {counted} in {requests} "
                 f"request(s); {self._requests} Engage requests in this sync; {self._budget.left_this_hour()} Query "
                 "API queries left in its hourly budget."
             )
@@ -81,16 +84,15 @@ class ProfileReader:
         if plan.state.to_dict() != written:
             yield state_message(plan.state.to_dict(), NAME)
 
-    def _range(self, rng: Range, plan: ProfilePlan) -> Generator[Item, None, tuple[int, int, int] | None]:
+    def _range(self, rng: Range, plan: ProfilePlan) -> Generator[Item, None, _Read | None]:
         """Read `rng` from page 0 to its last page in one session (a new one if Mixpanel loses it), emitting
-        each page's profiles; (profiles emitted, page 0's total, requests), or None when the plan narrows it
-        or stops there."""
+        each page's profiles; (profiles emitted, page 0's total, requests, page 0's `$last_seen`), or None
+        when the plan narrows it or stops it."""
         page = self._page(rng, 0, None)
         plan.page_size = page.page_size
-        total = page.total if page.total is not None else len(page.records)
+        total = page.total if page.total is not None or page.full() else len(page.records)
         sample = [s for r in page.records if (s := last_seen_seconds(r["properties"].get(LAST_SEEN))) is not None]
-        verdict = plan.verdict(rng, total, sample)
-        if verdict is not Verdict.READ:
+        if plan.verdict(rng, total, sample) is not Verdict.READ:
             return None
         emitted: set[str] = set()
         count, requests, number, restarts = 0, 1, 0, 0
@@ -99,13 +101,16 @@ class ProfileReader:
             fresh = [r for r in page.records if r["distinct_id"] not in emitted] if restarts else page.records
             if fresh:
                 yield Batch(records=fresh)
-            if len(emitted) < REMEMBERED_IDS:
+            known = len(emitted)
+            if known < REMEMBERED_IDS:
                 emitted.update(r["distinct_id"] for r in fresh)
+            repeated = not restarts and known < REMEMBERED_IDS and len(emitted) == known
             count += len(fresh)
             if not page.full():
-                return count, total, requests
-            if page.session_id is None:
-                raise system_error(f"Page {number} of profiles {rng.label()} is full but names no session_id.")
+                return count, total, requests, sample
+            self._check_paging(rng, page, number, total, repeated)
+            if not plan.more(requests, rng, sample):
+                return None
             number += 1
             requests += 1
             try:
@@ -123,6 +128,18 @@ class ProfileReader:
                 )
                 number, requests = 0, requests + 1
                 page = self._page(rng, 0, None)
+
+    @staticmethod
+    def _check_paging(rng: Range, page: Page, number: int, total: int | None, repeated: bool) -> None:
+        """A full page asks for the next one: not past page 0's total, and not when it brought no profile
+        the session had not sent already (a server that pages for ever would hold the sync for ever)."""
+        what = f"Page {number} of profiles {rng.label()}"
+        if page.session_id is None:
+            raise system_error(f"{what} is full but names no session_id.")
+        if total is not None and number >= total // page.page_size + PAGES_PAST_TOTAL:
+            raise system_error(f"{what} is full, yet page 0 counted {total} profiles: Mixpanel's paging does not end.")
+        if repeated:
+            raise system_error(f"{what} is full of profiles this session sent already: Mixpanel's paging does not end.")
 
     def _page(self, rng: Range, number: int, session_id: str | None) -> Page:
         form = {"where": rng.where(), "page": str(number)}

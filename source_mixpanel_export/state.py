@@ -471,6 +471,12 @@ def _block(config: Config) -> int:
     return block_days(config.date_window_size, config.attribution_window)
 
 
+def is_no_state(raw: Any) -> bool:
+    """Whether a stream's saved state says there is none: absent, `{}`, or the marker a full refresh leaves,
+    alone (with other keys it is no state this connector wrote, and is refused like any other)."""
+    return raw is None or raw == {} or (isinstance(raw, Mapping) and set(raw) == {NO_CURSOR_MARKER})
+
+
 def parse_state(raw: Any, now: dt.datetime | None = None, timezone: str = "UTC") -> ExportState:
     """Read a stream state: ours, the official connector's `{"time": ...}`, or none at all.
 
@@ -478,7 +484,7 @@ def parse_state(raw: Any, now: dt.datetime | None = None, timezone: str = "UTC")
     its days are dates of: a state dated in the future would make this and every later sync skip every
     new event, exit 0. What lies a little ahead is brought back to now (see `notes`).
     """
-    if raw is None or raw == {} or (isinstance(raw, Mapping) and raw.get(NO_CURSOR_MARKER)):
+    if is_no_state(raw):
         return ExportState()
     if not isinstance(raw, Mapping):
         raise _bad(f"it is a {type(raw).__name__}, not a JSON object")

@@ -252,3 +252,102 @@ def test_given_times_a_little_ahead_of_now_when_read_then_an_hour_before_now() -
     state = parse_profile_state(raw, NOW)
     assert state.watermark == NOW - 3600 and state.walk is not None
     assert state.walk.cursor == NOW - 3600 and state.walk.started == NOW - 3600
+
+
+# -- the sweep's bound: narrowing kept, ranges stopped at its queries ------------------------------------------
+
+
+def sweeping(sweep_requests: int, sweep: Walk | None = None) -> ProfilePlan:
+    """A plan whose changes walk is read, so that its next range is the sweep's."""
+    state = ProfileState(watermark=NOW - DAY, sweep=sweep)
+    plan = ProfilePlan(state, incremental=True, now=NOW, sweep_requests=sweep_requests)
+    plan.read(Range(NOW - DAY, None), 0, 1)
+    return plan
+
+
+def test_given_a_sweep_out_of_queries_while_narrowing_when_stopped_then_the_next_sync_starts_narrower() -> None:
+    """The narrowing a sync paid for is kept in the state (`to`), so a dense range costs page 0s once."""
+    plan = sweeping(4, Walk("sweep", NOW - 100 * DAY, True, 10 * DAY, NOW - DAY, end=NOW - DAY))
+    first = plan.next()
+    assert first == Range(NOW - 100 * DAY, NOW - 90 * DAY)
+    assert plan.verdict(first, 100_000, []) is Verdict.NARROW  # 3 left: narrowed to 2 pages' worth
+    second = plan.next()
+    assert second is not None and second.lo == first.lo and second.hi is not None and second.hi < first.hi
+    assert plan.verdict(second, 90_000, []) is Verdict.NARROW
+    third = plan.next()
+    assert third is not None and third.hi is not None and second.hi is not None and third.hi < second.hi
+    assert plan.verdict(third, 80_000, []) is Verdict.STOP and plan.sweep_spent == 3 and plan.next() is None
+    saved = parse_profile_state(plan.state.to_dict(), NOW)
+    assert saved.sweep is not None and saved.sweep.to is not None and saved.sweep.to < third.hi
+    assert sweeping(4, saved.sweep).next() == Range(first.lo, saved.sweep.to)
+
+
+def test_given_a_sweep_range_that_fits_a_whole_sync_when_queries_run_out_then_it_waits_unnarrowed() -> None:
+    plan = sweeping(4, Walk("sweep", NOW - 100 * DAY, True, DAY, NOW - DAY, end=NOW - DAY))
+    first = plan.next()
+    assert first is not None and plan.verdict(first, 150, []) is Verdict.READ
+    plan.read(first, 150, 3)
+    assert plan.next() is None  # 3 spent: a range is not begun without a page 0 and a page to spare
+    plan = sweeping(4, Walk("sweep", NOW - 100 * DAY, True, DAY, NOW - DAY, end=NOW - DAY))
+    plan.sweep_spent = 2
+    second = plan.next()
+    assert second is not None and plan.verdict(second, 2_500, []) is Verdict.STOP
+    assert plan.state.sweep is not None and plan.state.sweep.to is None  # 3 pages after page 0: the next sync's
+
+
+@pytest.mark.parametrize("total", [None, 1_000])
+def test_given_a_sweep_range_larger_than_its_page_0_says_when_read_then_stopped_at_the_sweeps_queries(
+    total: int | None,
+) -> None:
+    """Without a total (or with a wrong one) the pages tell: the range stops when the queries do, narrowed."""
+    plan = sweeping(4, Walk("sweep", NOW - 100 * DAY, True, DAY, NOW - DAY, end=NOW - DAY))
+    rng = plan.next()
+    assert rng is not None and plan.verdict(rng, total, [NOW - 100 * DAY]) is Verdict.READ
+    assert plan.more(1, rng, []) and plan.more(3, rng, [])
+    assert not plan.more(4, rng, [])  # page 0 and 3 pages: the sweep's 4
+    assert plan.next() is None
+    assert plan.state.sweep is not None and plan.state.sweep.to == rng.lo + DAY // 2
+
+
+def test_given_a_walk_when_asked_for_more_pages_then_always() -> None:
+    plan = ProfilePlan(ProfileState(), incremental=False, now=NOW, sweep_requests=4)
+    assert plan.more(10_000, Range(None, None), [])
+
+
+def test_given_a_pass_without_totals_when_judged_then_its_first_range_halves_and_later_ones_are_read() -> None:
+    plan = ProfilePlan(ProfileState(), incremental=False, now=NOW, sweep_requests=0, range_pages=25)
+    plan.read(Range(unseen=True), 0, 1)
+    assert plan.verdict(Range(None, None), None, [NOW - 400 * DAY]) is Verdict.NARROW
+    half = plan.next()
+    assert half == Range(None, NOW - 200 * DAY)
+    assert plan.verdict(half, 30, [NOW - 300 * DAY]) is Verdict.READ
+    plan.read(half, 30, 1, [NOW - 300 * DAY])
+    assert plan.walk is not None and plan.walk.span == 100 * DAY * 25_000 // 30 or plan.walk.span == MAX_SPAN_SECONDS
+    later = plan.next()
+    assert later is not None and plan.verdict(later, None, []) is Verdict.READ
+
+
+def test_given_a_range_without_lower_bound_when_read_then_density_from_its_earliest_profile() -> None:
+    walk = Walk("pass", None, True, None, NOW)
+    after = walk.after(Range(None, NOW - 10 * DAY), 1_000, 1_000, NOW, earliest=NOW - 20 * DAY)
+    assert after is not None and after.span == 10 * DAY
+    old = walk.after(Range(None, FLOOR_SECONDS - 10 * DAY), 1_000, 1_000, NOW)  # before 2009: not from 2009
+    assert old is not None and old.span == MAX_SPAN_SECONDS  # (was 1 second: an empty range's growth, many times)
+
+
+def test_given_a_narrowed_walk_when_written_then_read_back_with_its_end() -> None:
+    walk = Walk("pass", NOW - 10 * DAY, True, DAY, NOW).narrowed(Range(NOW - 10 * DAY, NOW - 9 * DAY - 3600))
+    raw = ProfileState(walk=walk).to_dict()
+    assert raw["walk"]["to"] == "2024-05-23T11:00:00"
+    assert parse_profile_state(raw, NOW) == ProfileState(walk=walk)
+    assert walk.next_range(NOW) == Range(NOW - 10 * DAY, NOW - 9 * DAY - 3600)
+    raw["walk"]["to"] = raw["walk"]["from"]
+    with pytest.raises(StateRefused, match="'walk.to'"):
+        parse_profile_state(raw, NOW)
+
+
+def test_given_the_no_state_marker_beside_other_keys_when_read_then_refused() -> None:
+    marker = "__ab_no_cursor_state_message"
+    assert parse_profile_state({marker: True}, NOW) == ProfileState()
+    with pytest.raises(StateRefused):
+        parse_profile_state({marker: True, "version": 99}, NOW)

@@ -1,0 +1,299 @@
+"""The `profiles` stream's bounds under hostile input: the sweep's queries a sync when profiles are bunched or
+pages carry no `total`, the syncs a quiet update waits, states that are not ours, and Engage answers that page
+for ever, repeat, or inflate. Each was broken once (a hostile run); each test is the promise as the docs state it.
+
+Runs go through the console script's `run` in this process, but the memory bound, which needs the CLI's RSS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import math
+import os
+import re
+import subprocess
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fake_mixpanel.engage as fake_engage
+from fake_mixpanel import FakeMixpanel, generate_profiles
+from fake_mixpanel.profiles import FakeProfile, mixpanel_time
+from integration_tests.harness import (
+    FULL_REFRESH,
+    INCREMENTAL,
+    ROOT,
+    Run,
+    assert_no_secrets,
+    catalog,
+    command,
+    config_for,
+    make_fake,
+    parse_messages,
+    run_in_process,
+    state_input,
+    write_json,
+)
+from integration_tests.test_hostile_server import PEAK_RSS_BOUND_MB, high_water_mb
+
+NOW = int(dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC).timestamp() * 1000)
+HOUR_MS = 3_600_000
+PAGE = 100
+
+
+def sync(tmp_path: Path, fake: Any, mode: str, state: Any = None, **settings: Any) -> Run:
+    config = config_for(fake, profile_requests_per_hour=100_000, **settings)
+    return run_in_process(
+        tmp_path, "read", config, state=state_input(state, "profiles") if state is not None else None,
+        catalog_value=catalog(mode, "profiles"),
+    )
+
+
+def hourly_syncs(tmp_path: Path, fake: FakeMixpanel, count: int, **settings: Any) -> Iterator[tuple[Run, int]]:
+    """A pass, then `count` hourly incremental syncs: each of those with the Engage requests it sent."""
+    state = None
+    for number in range(count + 1):
+        fake.now_ms = NOW + number * HOUR_MS
+        fake.reset_requests()
+        run = sync(tmp_path, fake, INCREMENTAL, state, **settings)
+        assert run.returncode == 0, run.logs()[-2000:]
+        state = run.states[-1]
+        if number:
+            yield run, len(fake.engage_requests)
+
+
+def sweep_bound(profiles: int, sweep: int) -> int:
+    """Syncs in which every profile is read again (docs/mixpanel-export.md), for profiles spread over time."""
+    return math.ceil(profiles / (PAGE * (sweep - 2))) + 1
+
+
+# -- the sweep's queries a sync ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seconds", "one_second_pages"), [(200, 0), (2, 11)])
+def test_given_profiles_bunched_in_seconds_when_swept_then_each_sync_keeps_the_sweeps_bound(
+    tmp_path: Path, seconds: int, one_second_pages: int
+) -> None:
+    """2,000 profiles imported within `seconds`, 400 days ago, profile_sweep_requests 4. A dense range is
+    narrowed, and a sweep out of queries keeps the narrower range for the next sync: no sync sends more than 1
+    (the changes) + 4, but one that reads a single second holding more pages than that: read whole, first of
+    its sync's sweep, after at most 4 - 2 queries that narrowed to it (the documented exception). Every
+    bunched profile is swept again: here within twice the syncs of profiles spread over time."""
+    start = NOW - 400 * 24 * HOUR_MS
+    profiles = [
+        FakeProfile(f"imported-{i}", {"$last_seen": mixpanel_time(start + (i % seconds) * 1000)}) for i in range(2000)
+    ]
+    with make_fake([], profiles=profiles, now_ms=NOW, engage_page_size=PAGE) as fake:
+        swept: set[str] = set()
+        for number, (run, requests) in enumerate(hourly_syncs(tmp_path, fake, 40, profile_sweep_requests=4), 1):
+            whole_second = one_second_pages and requests > 1 + 4
+            assert requests <= (1 + 4 - 2 + one_second_pages if whole_second else 1 + 4), (number, requests)
+            swept |= {r["distinct_id"] for r in run.records}
+            if len(swept) == 2000:
+                break
+        assert len(swept) == 2000 and number <= 2 * sweep_bound(2000, 4), number
+
+
+def test_given_a_sweep_setting_of_1_or_2_when_checked_then_a_config_error_names_it(tmp_path: Path) -> None:
+    """A sweep range costs its page 0 and a page of slack: 1 or 2 queries would read nothing whole."""
+    with make_fake([], profiles=generate_profiles(30, seed=5, now_ms=NOW), now_ms=NOW) as fake:
+        for sweep in (1, 2):
+            run = run_in_process(tmp_path, "check", config_for(fake, profile_sweep_requests=sweep))
+            status = run.of("CONNECTION_STATUS")[0]["connectionStatus"]
+            assert status["status"] == "FAILED" and "profile_sweep_requests" in status["message"], status
+
+
+@pytest.fixture
+def no_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake's Engage pages without `total`: Mixpanel's docs do not promise it."""
+    answer = fake_engage.ProfileStore.answer
+
+    def without_total(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        return re.sub(rb',"total":\d+\}$', b"}", answer(self, *args, **kwargs))
+
+    monkeypatch.setattr(fake_engage.ProfileStore, "answer", without_total)
+
+
+@pytest.mark.usefixtures("no_total")
+def test_given_pages_without_a_total_when_read_then_every_profile_with_checkpoints_and_the_sweeps_bound(
+    tmp_path: Path,
+) -> None:
+    """A pass halves its first range until page 0 is not full, then sizes ranges by density: every profile
+    once, with a checkpoint every few pages. The sweep stops a range when its queries run out."""
+    profiles = generate_profiles(3000, seed=5, now_ms=NOW, missing_last_seen_fraction=0)
+    with make_fake([], profiles=profiles, now_ms=NOW, engage_page_size=PAGE) as fake:
+        full = sync(tmp_path, fake, FULL_REFRESH, profile_range_pages=2)
+        ids = [r["distinct_id"] for r in full.records]
+        assert sorted(ids) == sorted(str(p.distinct_id) for p in fake.profiles)
+        assert len(full.states) >= 3000 // (PAGE * 2 * 2)  # ranges of about 2 pages, at most 4
+        for number, (_, requests) in enumerate(hourly_syncs(tmp_path, fake, 3, profile_sweep_requests=4), 1):
+            assert requests <= 1 + 4, (number, requests)
+
+
+# -- the syncs a quiet update waits ------------------------------------------------------------------------------
+
+
+def test_given_a_quiet_update_of_a_profile_seen_after_the_sweep_began_then_it_arrives_within_twice_the_bound(
+    tmp_path: Path,
+) -> None:
+    """The sweep under way ends where the watermark was when it began. A profile seen later, then changed with
+    `$ignore_time` once the changes have passed it, waits for the next sweep: within twice the bound."""
+    sweep = 8
+    with make_fake([], profiles=generate_profiles(2500, seed=8, now_ms=NOW), now_ms=NOW, engage_page_size=PAGE) as fake:
+        state = sync(tmp_path, fake, INCREMENTAL, profile_sweep_requests=sweep).states[-1]
+        target = str(fake.profiles[100].distinct_id)
+        bound = 2 * sweep_bound(2500, sweep)
+        for hour in range(1, bound + 4):
+            fake.now_ms = NOW + hour * HOUR_MS
+            if hour == 2:  # seen at NOW + 1.5 h, after the sweep that began in sync 1 (until NOW - 1 h)
+                fake.now_ms = NOW + 3 * HOUR_MS // 2
+                fake.update_profile(target, {"plan": "moved"})
+                fake.now_ms = NOW + hour * HOUR_MS
+            if hour == 4:  # the changes walks no longer reach NOW + 1.5 h
+                fake.update_profile(target, {"plan": "quiet"}, ignore_time=True)
+            run = sync(tmp_path, fake, INCREMENTAL, state, profile_sweep_requests=sweep)
+            state = run.states[-1]
+            if any(r["properties"].get("plan") == "quiet" for r in run.records if r["distinct_id"] == target):
+                assert hour >= 4 and hour - 4 + 1 <= bound, f"arrived after {hour - 4 + 1} syncs"
+                return
+        raise AssertionError("the quiet update never arrived")
+
+
+# -- states that are not ours ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", ["profiles", "export"])
+def test_given_the_no_state_marker_beside_other_keys_when_read_then_a_config_error(
+    tmp_path: Path, stream: str
+) -> None:
+    """The marker a full refresh leaves means "no state" alone; beside other keys the state is not ours."""
+    state = {"__ab_no_cursor_state_message": True, "version": 99, "bogus": 1}
+    with make_fake([], profiles=generate_profiles(30, seed=5, now_ms=NOW), now_ms=NOW) as fake:
+        run = run_in_process(
+            tmp_path, "read", config_for(fake, start_date="2024-05-30"), state=state_input(state, stream),
+            catalog_value=catalog(INCREMENTAL, stream),
+        )
+        assert run.returncode != 0 and run.errors[0]["failure_type"] == "config_error", run.logs()[-2000:]
+        assert fake.engage_requests == []
+
+
+# -- hostile Engage answers --------------------------------------------------------------------------------------
+
+
+class _Engage(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    respond: Callable[[Any, int], None] = staticmethod(lambda handler, count: None)
+    count = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).count += 1
+        try:
+            self.respond(self, type(self).count)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def engage() -> Iterator[Callable[[Callable[[Any, int], None]], Any]]:
+    """Starts a server on 127.0.0.1 whose every Engage answer is `respond(handler, request number)`."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(respond: Callable[[Any, int], None]) -> Any:
+        handler = type("Handler", (_Engage,), {"respond": staticmethod(respond), "count": 0})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        class Base:
+            base_url = f"http://127.0.0.1:{server.server_address[1]}"
+            requests = handler
+
+        return Base
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def answer(handler: Any, status: int, body: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def engage_page(ids: list[str], total: int, page_size: int = 2) -> bytes:
+    results = [{"$distinct_id": i, "$properties": {"$last_seen": "2024-05-01T10:00:00"}} for i in ids]
+    page = {"page": 0, "page_size": page_size, "session_id": "s", "status": "ok", "total": total, "results": results}
+    return json.dumps(page).encode()
+
+
+@pytest.mark.parametrize(
+    ("pages", "words"),
+    [
+        (lambda n: engage_page(["a", "b"], 2), "sent already"),  # the same full page for ever
+        (lambda n: engage_page([f"id{2 * n}", f"id{2 * n + 1}"], 2), "page 0 counted 2 profiles"),  # new ids for ever
+    ],
+)
+def test_given_paging_that_never_ends_when_read_then_it_stops_with_a_clear_error(
+    tmp_path: Path, engage: Any, pages: Callable[[int], bytes], words: str
+) -> None:
+    """A full page asks for the next: the reader stops when a full page brings nothing new, or goes past what
+    page 0's total makes."""
+    server = engage(lambda handler, n: answer(handler, 200, pages(n)))
+    run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
+    assert run.returncode != 0 and words in run.errors[-1]["message"], run.errors
+    assert "Traceback" not in run.errors[-1]["message"] and server.requests.count <= 6
+
+
+def test_given_a_400_naming_a_session_at_page_0_when_read_then_a_clear_error(tmp_path: Path, engage: Any) -> None:
+    """Page 0 opens a session, so Mixpanel cannot have lost it: an error, not a restart and not a traceback."""
+    server = engage(lambda handler, n: answer(handler, 400, b'{"error": "invalid session token", "status": "error"}'))
+    run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
+    assert run.returncode != 0 and "Something went wrong" not in run.errors[-1]["message"], run.errors
+    assert server.requests.count == 1
+
+
+def test_given_a_gzip_bomb_page_when_read_by_the_cli_then_memory_stays_bounded(tmp_path: Path, engage: Any) -> None:
+    """1 GB of spaces, gzipped to about 1 MB: read up to engage.MAX_PAGE_BYTES, then a clear error."""
+
+    def bomb(handler: Any, number: int) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+        for _ in range(1024):
+            out = packer.compress(b" " * (1 << 20))
+            if out:
+                handler.wfile.write(b"%X\r\n%b\r\n" % (len(out), out))
+        out = packer.flush()
+        handler.wfile.write(b"%X\r\n%b\r\n0\r\n\r\n" % (len(out), out))
+
+    config = config_for(engage(bomb), max_retry_seconds=3)
+    args = [*command(), "read", "--config", str(write_json(tmp_path / "config.json", config))]
+    args += ["--catalog", str(write_json(tmp_path / "catalog.json", catalog(FULL_REFRESH, "profiles")))]
+    with open(tmp_path / "out", "wb") as out:
+        process = subprocess.Popen(args, stdout=out, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, high_water_mb(process.pid))
+            time.sleep(0.02)
+    stdout = (tmp_path / "out").read_text()
+    errors = Run(process.returncode, stdout, "", parse_messages(stdout)).errors
+    assert process.returncode != 0 and "larger than" in errors[-1]["message"], errors
+    assert peak <= PEAK_RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"
+    assert_no_secrets(stdout)
