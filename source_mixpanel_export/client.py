@@ -10,6 +10,7 @@ arrive. What each failure means, and how long to wait, is decided in retry.py.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import http.client
 import logging
 import math
@@ -105,20 +106,16 @@ class ExportClient:
 
     def fetch(self, window: Window) -> Download:
         """The window's complete body, after as many attempts as the retry budget allows."""
-        started = self._clock.monotonic()
-        attempt = repeats = 0  # repeats: failures in a row of a kind that repeats (Retriable.attempts)
+        attempts = self._waits.attempts(f"window {window.label()}")
         malformed_retried = False
         while True:
-            attempt += 1
+            attempt = attempts.next()
             try:
                 if not self._budget.acquire() or self._stop.is_set():
                     raise Cancelled()
-                download = self._attempt(window, attempt, started)
+                download = self._attempt(window, attempt, attempts.started)
             except Retriable as failure:
-                repeats = repeats + 1 if failure.attempts is not None else 0
-                if failure.attempts is not None and repeats >= failure.attempts:
-                    raise self._repeated(window, repeats, failure) from None
-                self._waits.before_retry(f"window {window.label()}", attempt, failure, started)
+                attempts.failed(failure, functools.partial(self._repeated, window))
                 continue
             if download.malformed_lines and not malformed_retried:
                 malformed_retried = True

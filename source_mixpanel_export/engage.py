@@ -10,6 +10,7 @@ knows is no failure of the page: `SessionLost` tells the reader to start its ran
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 import threading
@@ -70,22 +71,22 @@ class EngageClient:
     def page(self, form: Mapping[str, str], what: str) -> Page:
         """The page `form` asks for (its `page`, `session_id`, `where`...), complete, after as many attempts
         as the retry budget allows. `what` names it in logs and errors."""
-        started = self._clock.monotonic()
-        attempt = repeats = 0
+        attempts = self._waits.attempts(what)
         while True:
-            attempt += 1
+            attempts.next()
             if not self._budget.acquire() or self._stop.is_set():
                 raise Cancelled()
             try:
                 return self._attempt(form)
             except Retriable as failure:
-                repeats = repeats + 1 if failure.attempts is not None else 0
-                if failure.attempts is not None and repeats >= failure.attempts:
-                    raise system_error(
-                        f"Mixpanel's answer for {what} is no Engage page: {failure} ({repeats} attempts in a row). "
-                        "Everything before it was delivered and checkpointed."
-                    ) from None
-                self._waits.before_retry(what, attempt, failure, started)
+                attempts.failed(failure, functools.partial(self._no_page, what))
+
+    @staticmethod
+    def _no_page(what: str, count: int, failure: Retriable) -> Exception:
+        return system_error(
+            f"Mixpanel's answer for {what} is no Engage page: {failure} ({count} attempts in a row). "
+            "Everything before it was delivered and checkpointed."
+        )
 
     def _attempt(self, form: Mapping[str, str]) -> Page:
         timeout = self._config.request_timeout_seconds

@@ -52,6 +52,10 @@ class Waits:
         self._quota = quota
         self._rand = rand
 
+    def attempts(self, what: str) -> Attempts:
+        """The attempts of one request for `what`, begun now."""
+        return Attempts(self, what, self._clock.monotonic())
+
     def before_retry(self, what: str, attempt: int, failure: Retriable, started: float) -> None:
         """Sleep before attempt `attempt + 1` of `what` (begun at monotonic `started`), or give up with a
         transient error once the retry budget is spent; Cancelled when the sync stops meanwhile."""
@@ -86,3 +90,28 @@ class Waits:
             f"max_retry_seconds is {self._max_retry_seconds:.0f}).{asked} Everything before it was delivered and "
             f"checkpointed; the next sync resumes there.{advice}",
         )
+
+
+class Attempts:
+    """One request's attempts, numbered from 1: the one place that counts the failures in a row of a kind
+    that may only come back a few times (Retriable.attempts), for both clients."""
+
+    def __init__(self, waits: Waits, what: str, started: float) -> None:
+        self.started = started  # monotonic: the retry budget runs from here
+        self.number = 0
+        self._waits = waits
+        self._what = what
+        self._repeats = 0
+
+    def next(self) -> int:
+        """The number of the attempt about to be made."""
+        self.number += 1
+        return self.number
+
+    def failed(self, failure: Retriable, repeated: Callable[[int, Retriable], Exception]) -> None:
+        """Sleep before the next attempt; or raise `repeated(attempts in a row, failure)` once a failure of a
+        kind that repeats came back its limit, or the waits' error once the retry budget is spent."""
+        self._repeats = self._repeats + 1 if failure.attempts is not None else 0
+        if failure.attempts is not None and self._repeats >= failure.attempts:
+            raise repeated(self._repeats, failure) from None
+        self._waits.before_retry(self._what, self.number, failure, self.started)
