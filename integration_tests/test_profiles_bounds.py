@@ -12,6 +12,7 @@ import http.server
 import json
 import math
 import os
+import random
 import re
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 import fake_mixpanel.engage as fake_engage
-from fake_mixpanel import FakeMixpanel, generate_profiles
+from fake_mixpanel import ENGAGE_PATH, FakeMixpanel, Fault, generate_profiles
 from fake_mixpanel.profiles import FakeProfile, mixpanel_time
 from integration_tests.harness import (
     FULL_REFRESH,
@@ -101,6 +102,59 @@ def test_given_profiles_bunched_in_seconds_when_swept_then_each_sync_keeps_the_s
         assert len(swept) == 2000 and number <= 2 * sweep_bound(2000, 4), number
 
 
+def active_project(count: int, seed: int = 1) -> list[FakeProfile]:
+    """90% of the profiles last seen in the last 3 days (active users), 10% over the 2 years before, each at its
+    own second, all before NOW - 2 h."""
+    rng = random.Random(seed)
+    ages = [rng.randrange(3 * 24 * HOUR_MS) if rng.random() < 0.9 else rng.randrange(730 * 24 * HOUR_MS)
+            for _ in range(count)]
+    seen = [mixpanel_time(NOW - 2 * HOUR_MS - age) for age in ages]
+    return [FakeProfile(f"user-{i}", {"$last_seen": time}) for i, time in enumerate(seen)]
+
+
+def test_given_most_profiles_recently_active_when_swept_then_each_is_read_again_within_p_syncs(
+    tmp_path: Path,
+) -> None:
+    """Ranges sized by the sparse years reach into the dense last days: a range is narrowed where page 0's
+    profiles show the share that fits, not by its average density (which read a few dozen profiles a sync and
+    took 9 syncs here, P being 5)."""
+    profiles = active_project(3000)
+    with make_fake([], profiles=profiles, now_ms=NOW, engage_page_size=PAGE) as fake:
+        pending = {p.distinct_id for p in profiles}
+        for number, (run, requests) in enumerate(hourly_syncs(tmp_path, fake, sweep_bound(3000, 10)), 1):
+            assert requests <= 1 + 10, (number, requests)
+            pending -= {r["distinct_id"] for r in run.records}
+        assert not pending, f"{len(pending)} profiles not read again within P = {sweep_bound(3000, 10)} syncs"
+
+
+def test_given_a_session_lost_at_the_sweeps_last_query_when_read_then_no_restart_past_its_bound(
+    tmp_path: Path,
+) -> None:
+    """The page 0 of a restarted session is a query like any: the sweep does not send it past its K (4)."""
+    day = NOW - 10 * 24 * HOUR_MS
+    profiles = [FakeProfile(f"p{i}", {"$last_seen": mixpanel_time(day + i * 200_000)}) for i in range(350)]
+    state = {
+        "version": 1,
+        "watermark": mixpanel_time(NOW - HOUR_MS),
+        "sweep": {"from": mixpanel_time(day), "to": mixpanel_time(day + 24 * HOUR_MS), "unseen_done": True,
+                  "span": None, "started": mixpanel_time(NOW - 2 * HOUR_MS), "until": mixpanel_time(NOW - HOUR_MS)},
+    }
+    with make_fake([], profiles=profiles, now_ms=NOW, engage_page_size=PAGE) as fake:
+        fake.reset_requests()
+
+        def lose_session(request: Any) -> bool:
+            if request.params.get("page") == "3":
+                fake.expire_sessions()
+            return False
+
+        fake.inject_when(lose_session, Fault("status"), path=ENGAGE_PATH)
+        run = sync(tmp_path, fake, INCREMENTAL, state, profile_sweep_requests=4)
+        assert run.returncode == 0, run.logs()[-2000:]
+        pages = [r.params.get("page") for r in fake.engage_requests]
+        assert pages == ["0", "0", "1", "2", "3"], pages  # the changes, then the sweep's 4
+        assert run.states[-1]["sweep"]["to"] < state["sweep"]["to"]  # stopped, and narrowed for the next sync
+
+
 def test_given_a_sweep_setting_of_1_or_2_when_checked_then_a_config_error_names_it(tmp_path: Path) -> None:
     """A sweep range costs its page 0 and a page of slack: 1 or 2 queries would read nothing whole."""
     with make_fake([], profiles=generate_profiles(30, seed=5, now_ms=NOW), now_ms=NOW) as fake:
@@ -166,6 +220,32 @@ def test_given_a_quiet_update_of_a_profile_seen_after_the_sweep_began_then_it_ar
         raise AssertionError("the quiet update never arrived")
 
 
+def test_given_a_quiet_update_of_a_profile_seen_in_the_hour_before_the_sweep_began_then_it_arrives_within_the_bound(
+    tmp_path: Path,
+) -> None:
+    """The sweep reads every profile last seen before it began, so such a profile's quiet change waits at most P
+    syncs (it waited 10 here, P being 6, when the sweep ended at the watermark, an hour before it began)."""
+    sweep = 8
+    with make_fake([], profiles=generate_profiles(2500, seed=8, now_ms=NOW), now_ms=NOW, engage_page_size=PAGE) as fake:
+        state = sync(tmp_path, fake, INCREMENTAL, profile_sweep_requests=sweep).states[-1]
+        target = fake.profiles[100].distinct_id
+        fake.now_ms = NOW + HOUR_MS // 2
+        fake.update_profile(target, {"plan": "seen"})  # last seen at NOW + 30 min
+        for hour in range(1, 3):  # NOW + 1 h: the sweep begins; NOW + 2 h: the changes read it
+            fake.now_ms = NOW + hour * HOUR_MS
+            state = sync(tmp_path, fake, INCREMENTAL, state, profile_sweep_requests=sweep).states[-1]
+        fake.now_ms = NOW + 5 * HOUR_MS // 2
+        fake.update_profile(target, {"plan": "quiet"}, ignore_time=True)
+        bound = sweep_bound(2500, sweep)
+        for number in range(1, bound + 1):
+            fake.now_ms = NOW + (2 + number) * HOUR_MS
+            run = sync(tmp_path, fake, INCREMENTAL, state, profile_sweep_requests=sweep)
+            state = run.states[-1]
+            if any(r["properties"].get("plan") == "quiet" for r in run.records if r["distinct_id"] == str(target)):
+                return
+        raise AssertionError(f"the quiet change did not arrive within P = {bound} syncs")
+
+
 # -- states that are not ours ------------------------------------------------------------------------------------
 
 
@@ -189,6 +269,7 @@ def test_given_the_no_state_marker_beside_other_keys_when_read_then_a_config_err
 
 class _Engage(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: 40 ms each request otherwise
     respond: Callable[[Any, int], None] = staticmethod(lambda handler, count: None)
     count = 0
 
@@ -235,10 +316,10 @@ def answer(handler: Any, status: int, body: bytes) -> None:
     handler.wfile.write(body)
 
 
-def engage_page(ids: list[str], total: int, page_size: int = 2) -> bytes:
+def engage_page(ids: list[str], total: int | None, page_size: int = 2) -> bytes:
     results = [{"$distinct_id": i, "$properties": {"$last_seen": "2024-05-01T10:00:00"}} for i in ids]
     page = {"page": 0, "page_size": page_size, "session_id": "s", "status": "ok", "total": total, "results": results}
-    return json.dumps(page).encode()
+    return json.dumps({k: v for k, v in page.items() if v is not None}).encode()
 
 
 @pytest.mark.parametrize(
@@ -246,6 +327,7 @@ def engage_page(ids: list[str], total: int, page_size: int = 2) -> bytes:
     [
         (lambda n: engage_page(["a", "b"], 2), "sent already"),  # the same full page for ever
         (lambda n: engage_page([f"id{2 * n}", f"id{2 * n + 1}"], 2), "page 0 counted 2 profiles"),  # new ids for ever
+        (lambda n: engage_page([f"id{2 * n}", f"id{2 * n + 1}"], None), "gave no total"),  # ...and no total
     ],
 )
 def test_given_paging_that_never_ends_when_read_then_it_stops_with_a_clear_error(
@@ -256,7 +338,7 @@ def test_given_paging_that_never_ends_when_read_then_it_stops_with_a_clear_error
     server = engage(lambda handler, n: answer(handler, 200, pages(n)))
     run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
     assert run.returncode != 0 and words in run.errors[-1]["message"], run.errors
-    assert "Traceback" not in run.errors[-1]["message"] and server.requests.count <= 6
+    assert "Traceback" not in run.errors[-1]["message"] and server.requests.count <= 500
 
 
 def test_given_a_400_naming_a_session_at_page_0_when_read_then_a_clear_error(tmp_path: Path, engage: Any) -> None:
@@ -265,6 +347,27 @@ def test_given_a_400_naming_a_session_at_page_0_when_read_then_a_clear_error(tmp
     run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
     assert run.returncode != 0 and "Something went wrong" not in run.errors[-1]["message"], run.errors
     assert server.requests.count == 1
+
+
+def nested_page(megabytes: float, depth: int = 150) -> bytes:
+    """One profile whose property holds lists nested `depth` deep: a value a byte, a comma per `depth`."""
+    element = b"[" * depth + b"]" * depth
+    count = int(megabytes * (1 << 20)) // (len(element) + 1)
+    head = b'{"page":0,"page_size":1000,"session_id":"s","status":"ok","total":1,"results":[{"$distinct_id":"a",'
+    return head + b'"$properties":{"$last_seen":"2024-05-01T10:00:00","x":[' + b",".join([element] * count) + b"]}}]}"
+
+
+def test_given_a_page_of_millions_of_nested_values_when_read_then_refused_before_parsing(
+    tmp_path: Path, engage: Any
+) -> None:
+    """Values are counted by what opens them (a comma, a list, an object): 1.2 million of them in 2.3 MB with 8,000
+    commas were parsed (about 55 bytes each) until lists were counted too."""
+    body = nested_page(2.3)
+    assert body.count(b"[") > 1_200_000 and body.count(b",") < 10_000
+    server = engage(lambda handler, n: answer(handler, 200, body))
+    run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
+    assert run.returncode != 0 and "1,000,000 values" in run.errors[-1]["message"], run.errors
+    assert run.records == [] and server.requests.count == 1
 
 
 def test_given_a_gzip_bomb_page_when_read_by_the_cli_then_memory_stays_bounded(tmp_path: Path, engage: Any) -> None:

@@ -30,8 +30,8 @@ from .waits import Cancelled, Waits
 # A page is held whole while parsed: 1,000 profiles of 32 kB each at most (most profiles hold a few kB;
 # Mixpanel allows 2,000 properties a profile, and profile_properties names fewer)...
 MAX_PAGE_BYTES = 32 << 20
-# ...and 1,000 values each, counted before parsing: a value costs far more parsed (50-100 bytes) than as
-# JSON (2 bytes for `0,`)
+# ...and 1,000 values each, counted before parsing (a value follows a comma or opens a list or an object):
+# a value costs far more parsed (50-100 bytes) than as JSON (2 bytes for `0,` or `[]`)
 MAX_PAGE_VALUES = 1_000_000
 BAD_PAGE_ATTEMPTS = 3  # a page that is JSON but no Engage page, this many times in a row: the sync stops
 ERROR_BODY_BYTES = 65536
@@ -102,7 +102,7 @@ class EngageClient:
                 raise Retriable(f"the page was cut off or could not be fetched ({type(exc).__name__})") from None
         if watched.expired:  # a body that ends with its connection looks whole when cut off
             raise Retriable(watched.problem())
-        if len(body) > MAX_PAGE_BYTES or body.count(b",") > MAX_PAGE_VALUES:
+        if len(body) > MAX_PAGE_BYTES or sum(map(body.count, (b",", b"[", b"{"))) > MAX_PAGE_VALUES:
             raise system_error(
                 f"An Engage page is larger than {MAX_PAGE_BYTES >> 20} MB decompressed, or {MAX_PAGE_VALUES:,} "
                 "values. Name fewer properties in profile_properties."

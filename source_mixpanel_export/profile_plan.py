@@ -68,8 +68,8 @@ class ProfilePlan:
         # a range is begun with a page 0 and a page to spare (ranges are sized to the queries of a whole sync)
         if not self._sweeps or self.sweep_spent + (2 if self._sweep_ranges else 1) > self._sweep_requests:
             return None
-        if self.state.sweep is None:
-            self._set_sweep(Walk.new("sweep", self._now, end=self.state.watermark))
+        if self.state.sweep is None:  # every profile last seen before it begins (later ones: the next sweep)
+            self._set_sweep(Walk.new("sweep", self._now, end=self._now))
         assert self.state.sweep is not None
         return self.state.sweep.next_range(self._now)
 

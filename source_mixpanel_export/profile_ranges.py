@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from .profiles import LAST_SEEN, mixpanel_time
 
 MAX_SPAN_SECONDS = 20 * 366 * 86_400  # a range covers at most 20 years of $last_seen
-NARROW_AT_MOST = 0.5  # a narrowed range covers at most half of the range it replaces: narrowing ends
+NARROW_AT_MOST = 0.5  # a narrowed range holds at most half of the profiles (or seconds) of the one it replaces
+MIN_SAMPLE = 20  # page 0's profiles in a range that show where its profiles lie (a page holds 1,000)
 EMPTY_GROWTH = 4  # an empty range: the next one covers this many times its span
 # Without a lower bound and without a sample, a range is narrowed from here: Mixpanel was launched in 2009.
 FLOOR_SECONDS = int(dt.datetime(2009, 1, 1, tzinfo=dt.UTC).timestamp())
@@ -135,9 +136,11 @@ def narrower(rng: Range, total: int | None, target: int, sample: Sequence[int], 
     """A range to read instead of `rng`, whose page 0 reported `total` profiles (None: a full page, and no
     total) where about `target` fit; None when it cannot be narrowed (the unseen profiles, one second).
 
-    The new range keeps the start and covers the share of the old one's seconds that `target` is of
-    `total` (at most half of them, so repeated narrowing ends; half without a total). Without a lower
-    bound, the earliest `$last_seen` in `sample` (page 0's profiles) stands in for it, or FLOOR_SECONDS.
+    The new range keeps the start and ends where the share `target` is of `total` (at most half) of page
+    0's profiles (`sample`, their `$last_seen`) lie below: a range's profiles are seldom spread evenly
+    (most were seen lately), and page 0 shows where they are; it ends before the old one, so repeated
+    narrowing ends. With too few of them in the range, or no total, it covers that share of the seconds
+    instead. Without a lower bound, the earliest of `sample` stands in for it, or FLOOR_SECONDS.
     """
     if rng.unseen:
         return None
@@ -146,4 +149,7 @@ def narrower(rng: Range, total: int | None, target: int, sample: Sequence[int], 
     if hi - lo <= 1:
         return None
     share = min(target / total, NARROW_AT_MOST) if total else NARROW_AT_MOST
+    inside = sorted(s for s in sample if lo <= s < hi)
+    if total and len(inside) >= MIN_SAMPLE:
+        return Range(rng.lo, min(max(inside[int(len(inside) * share)], lo + 1), hi - 1))
     return Range(rng.lo, lo + max(int((hi - lo) * share), 1))

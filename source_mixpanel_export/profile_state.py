@@ -99,7 +99,9 @@ def _walk(entry: Mapping[str, Any], kind: str, key: str, now: int, end: int | No
     cursor = _time(entry.get("from"), f"{key}.from", now)
     to = _time(entry.get("to"), f"{key}.to", now)
     if to is not None and cursor is not None and to <= cursor:
-        raise StateRefused(f"has '{key}.to' {_shown(entry.get('to'))}, not after '{key}.from': no range ends there")
+        if str(entry.get("to")) <= str(entry.get("from")):  # as written (one format: text order is time order)
+            raise StateRefused(f"has '{key}.to' {_shown(entry.get('to'))}, not after '{key}.from': no range ends there")
+        to = None  # brought back from ahead of now to before `from`: the range as planned
     started = _time(entry.get("started"), f"{key}.started", now, needed=True)
     return Walk(kind, cursor, unseen_done, span, started or 0, end, to)
 

@@ -32,6 +32,7 @@ SESSION_RESTARTS = 3  # sessions lost in one range before the sync stops
 # this (one second of $last_seen, or the profiles without one) may repeat profiles after a restart.
 REMEMBERED_IDS = 500_000
 PAGES_PAST_TOTAL = 2  # pages a session may send past what page 0's total makes (profiles added meanwhile)
+PAGES_WITHOUT_TOTAL = 500  # pages of a session whose page 0 gave no total: the profiles a range remembers
 _Read = tuple[int, int | None, int, list[int]]
 
 
@@ -116,6 +117,8 @@ class ProfileReader:
             try:
                 page = self._page(rng, number, page.session_id)
             except SessionLost as lost:
+                if not plan.more(requests, rng, sample):  # the restart's page 0 would pass the sweep's bound
+                    return None
                 restarts += 1
                 if restarts > SESSION_RESTARTS:
                     raise system_error(
@@ -138,6 +141,8 @@ class ProfileReader:
             raise system_error(f"{what} is full but names no session_id.")
         if total is not None and number >= total // page.page_size + PAGES_PAST_TOTAL:
             raise system_error(f"{what} is full, yet page 0 counted {total} profiles: Mixpanel's paging does not end.")
+        if total is None and number + 1 >= PAGES_WITHOUT_TOTAL:
+            raise system_error(f"{what} is full, and page 0 gave no total: Mixpanel's paging does not end.")
         if repeated:
             raise system_error(f"{what} is full of profiles this session sent already: Mixpanel's paging does not end.")
 

@@ -12,7 +12,7 @@ import pytest
 from source_mixpanel_export.profile_plan import MARGIN_SECONDS, ProfilePlan, Verdict
 from source_mixpanel_export.profile_ranges import FLOOR_SECONDS, MAX_SPAN_SECONDS, Range, Walk, narrower, next_span
 from source_mixpanel_export.profile_state import ProfileState, parse_profile_state
-from source_mixpanel_export.profiles import BadPage, last_seen_seconds, parse_page, profile_record
+from source_mixpanel_export.profiles import BadPage, last_seen_seconds, mixpanel_time, parse_page, profile_record
 from source_mixpanel_export.state import StateRefused
 
 NOW = int(dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC).timestamp())
@@ -351,3 +351,14 @@ def test_given_the_no_state_marker_beside_other_keys_when_read_then_refused() ->
     assert parse_profile_state({marker: True}, NOW) == ProfileState()
     with pytest.raises(StateRefused):
         parse_profile_state({marker: True, "version": 99}, NOW)
+
+
+def test_given_a_narrowed_sweep_written_by_a_clock_hours_ahead_when_read_back_then_its_planned_range() -> None:
+    """Its `to` is brought back to an hour before now, before its `from`: the state is still ours (found by a
+    hostile run), and the narrowing is dropped, not the state."""
+    ahead = NOW + 4 * 3600
+    raw = {"version": 1, "watermark": mixpanel_time(NOW - DAY),
+           "sweep": {"from": mixpanel_time(NOW - 10), "to": mixpanel_time(ahead - 3000), "unseen_done": True,
+                     "span": 3 * 3600, "started": mixpanel_time(NOW - 3600), "until": mixpanel_time(NOW - 3600)}}
+    state = parse_profile_state(raw, NOW)
+    assert state.sweep is not None and state.sweep.cursor == NOW - 10 and state.sweep.to is None
