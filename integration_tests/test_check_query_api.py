@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from integration_tests.harness import Run, assert_no_secrets, run_in_process
-from integration_tests.test_hostile_server import hostile_config
+from integration_tests.test_hostile_server import PEAK_RSS_BOUND_MB, hostile_config, run_measured
 
 QUERY_API = "the Query API (the profiles stream)"
 PAGE_HEAD = b'{"page": 0, "page_size": 1000, "session_id": "s1", "status": "ok", "total": 0, "results": ['
-PAGE_CAP = 8 << 20  # check.SAMPLE_MAX_BYTES
+PAGE_CAP = 1 << 20  # check.PAGE_MAX_BYTES
 
 
 def sample(handler: Any) -> None:
@@ -85,8 +85,8 @@ def hang_up(handler: Any) -> None:
 
 
 def large_page(handler: Any) -> None:
-    """A page of 1,000 profiles of 10 kB each (a server that ignored the `where`): more than check reads."""
-    profile = b'{"$distinct_id": "u%d", "$properties": {"$last_seen": "2024-01-01T00:00:00", "bio": "' + b"x" * 10_000
+    """A page of 1,000 profiles of 2 kB each (a server that ignored the `where`): more than check reads."""
+    profile = b'{"$distinct_id": "u%d", "$properties": {"$last_seen": "2024-01-01T00:00:00", "bio": "' + b"x" * 2_000
     results = b",".join(profile % n + b'"}}' for n in range(1000))
     answer(handler, 200, PAGE_HEAD + results + b"]}")
 
@@ -114,7 +114,7 @@ def warnings(run: Run) -> list[str]:
     [
         (proxy_html, ["answered 200 with no Engage page", "not complete JSON", "<html>", "api_base_url"]),
         (status_ok, ["answered 200 with no Engage page", "no list of results", '{"status":"ok"}']),
-        (large_html, ["answered 200 with no Engage page", "not complete JSON", "<html>"]),
+        (large_html, ["answered 200 with no Engage page", "more than 1 MB, and not a JSON object", "<html>"]),
     ],
     ids=["html", "status-ok-json", "html-past-the-cap"],
 )
@@ -136,12 +136,12 @@ def test_given_an_empty_engage_page_when_check_then_succeeded_without_warnings(t
 
 
 def test_given_a_page_larger_than_check_reads_when_check_then_succeeded_with_a_warning(tmp_path, hostile):
-    """A page cut by check's 8 MB cap is no false failure: it begins as a JSON object, and check says it did not
+    """A page cut by check's 1 MB cap is no false failure: it begins as a JSON object, and check says it did not
     judge the rest."""
     run, status = check(tmp_path, hostile, large_page)
     assert status["status"] == "SUCCEEDED", status
     (warning,) = warnings(run)
-    assert QUERY_API in warning and "more than 8 MB" in warning, warning
+    assert QUERY_API in warning and "more than 1 MB" in warning, warning
 
 
 @pytest.mark.parametrize(
@@ -173,3 +173,18 @@ def test_given_the_query_api_refuses_the_credentials_when_check_then_failed_nami
     assert status["status"] == "FAILED" and warnings(run) == [], status
     assert QUERY_API in message and "403" in message and "credentials.project_id" in message, message
     assert "****" in message
+
+
+def test_given_a_page_of_a_megabyte_of_empty_lists_when_check_then_failed_in_bounded_memory(tmp_path, hostile):
+    """The most check parses, made of the values that cost most parsed (`[]`: 3 bytes each, some 60 parsed):
+    no Engage page, and memory within the benchmark's bound (the real CLI, its peak RSS measured)."""
+    values = (PAGE_CAP - len(PAGE_HEAD) - 2) // 3
+
+    def empty_lists(handler: Any) -> None:
+        answer(handler, 200, PAGE_HEAD + b",".join([b"[]"] * values) + b"]}")
+
+    run, peak_mb = run_measured(tmp_path, "check", hostile_config(hostile(sample, empty_lists)))
+    status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]
+    assert status["status"] == "FAILED" and "a result is not a JSON object" in status["message"], status
+    print(f"check against an Engage page of {values:,} empty lists: peak RSS {peak_mb:.1f} MB")
+    assert 0 < peak_mb < PEAK_RSS_BOUND_MB

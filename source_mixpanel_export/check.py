@@ -43,6 +43,9 @@ ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the
 SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
 _LINE = re.compile(rb"[^\n]+")  # a line that is not empty
 _JSON_OBJECT = re.compile(rb"\s*\{")  # how a JSON object, an Engage page, begins
+# The most of an Engage answer check reads and parses: the page it asks for holds no profiles (a few hundred
+# bytes), and parsing costs up to 30 times the bytes (8 MB of `[],` is 250 MB of lists).
+PAGE_MAX_BYTES = 1 << 20
 # The Engage page check asks for: profiles seen after 2099, normally none, so the answer is a few bytes.
 PROFILES_API = "the Query API (the profiles stream)"  # how check's messages name it
 PROBE_FORM = {"where": 'properties["$last_seen"] > datetime("2099-01-01T00:00:00")', "page": "0"}
@@ -98,7 +101,9 @@ def _query_api_problem(config: Config, logger: logging.Logger) -> str | None:
     """
     url = ENGAGE_ENDPOINT.url(config)
     try:
-        status, body, retry_after = _ask(config, lambda session, read: engage_post(session, config, PROBE_FORM, read))
+        status, body, retry_after = _ask(
+            config, lambda session, read: engage_post(session, config, PROBE_FORM, read), PAGE_MAX_BYTES + 1
+        )
     except TRANSPORT_ERRORS + (TooSlow,) as exc:
         # No answer says nothing about the credentials either, and the export's host answered a moment ago:
         # with api_base_url the very same host; else data*.mixpanel.com, next to the Query API's *.mixpanel.com.
@@ -132,26 +137,31 @@ def _page_problem(config: Config, url: str, body: bytes, logger: logging.Logger)
     """None when a 200 answer of the Query API is an Engage page (profiles.parse_page, as a profiles sync
     reads it), else what is wrong with it.
 
-    Only SAMPLE_MAX_BYTES of the body were read. The page check asks for is a few bytes, but a server that
-    ignored its `where` may send 1,000 large profiles: a page cut by the cap is judged by its start alone
+    At most PAGE_MAX_BYTES + 1 of the body were read. The page check asks for is a few hundred bytes, but a
+    server that ignored its `where` may send 1,000 large profiles: a longer body is judged by its start alone
     (a JSON object passes, with a warning; anything else, such as a proxy's HTML, is no page).
     """
-    try:
-        parse_page(body)
-        return None
-    except BadPage as exc:
-        if len(body) >= SAMPLE_MAX_BYTES and _JSON_OBJECT.match(body):
-            logger.warning(
-                f"Not verified whether {PROFILES_API} answers Engage pages: at {url} it answered more than "
-                f"{SAMPLE_MAX_BYTES >> 20} MB for a page that should hold no profiles; check read that much, the "
-                "start of a JSON object, and does not judge the rest."
-            )
-            return None
-        start = " ".join(error_message(_masked(body, config)).split())[:120]  # masked whole, then cut
-        return (
-            f"The Raw Event Export API answers, but {PROFILES_API} at {url} answered 200 with no Engage page "
-            f"({exc}; it begins {start!r}). Check api_base_url and any proxy between this host and Mixpanel."
+    cut = len(body) > PAGE_MAX_BYTES
+    if cut and _JSON_OBJECT.match(body):
+        logger.warning(
+            f"Not verified whether {PROFILES_API} answers Engage pages: at {url} it answered more than "
+            f"{PAGE_MAX_BYTES >> 20} MB for a page that should hold no profiles; check read that much, the start "
+            "of a JSON object, and does not judge the rest."
         )
+        return None
+    if cut:
+        problem = f"more than {PAGE_MAX_BYTES >> 20} MB, and not a JSON object"
+    else:
+        try:
+            parse_page(body)
+            return None
+        except BadPage as exc:
+            problem = str(exc)
+    start = " ".join(error_message(_masked(body, config)).split())[:120]  # masked whole, then cut
+    return (
+        f"The Raw Event Export API answers, but {PROFILES_API} at {url} answered 200 with no Engage page "
+        f"({problem}; it begins {start!r}). Check api_base_url and any proxy between this host and Mixpanel."
+    )
 
 
 def _no_answer(exc: Exception) -> str:
@@ -172,14 +182,18 @@ def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
     return status, body
 
 
-def _ask(config: Config, send: Callable[[requests.Session, float], requests.Response]) -> tuple[int, bytes, str | None]:
+def _ask(
+    config: Config,
+    send: Callable[[requests.Session, float], requests.Response],
+    max_bytes: int = SAMPLE_MAX_BYTES,
+) -> tuple[int, bytes, str | None]:
     """One of check's requests, `send(session, read_timeout)`, within its deadline: the status, at most
-    SAMPLE_MAX_BYTES of the body, and the Retry-After header. TooSlow past the deadline."""
+    `max_bytes` of the body, and the Retry-After header. TooSlow past the deadline."""
     timeout = config.request_timeout_seconds
     with new_session() as session, deadline(timeout) as watched:
         try:
             with send(session, timeout) as response:
-                body = read_decoded(response, watched, SAMPLE_MAX_BYTES)
+                body = read_decoded(response, watched, max_bytes)
             if watched.expired:  # a body that ends with its connection looks whole when cut off
                 raise TooSlow(watched.problem())
             return response.status_code, body, response.headers.get("Retry-After")
