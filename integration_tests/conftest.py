@@ -36,11 +36,15 @@ def fake(events: list[FakeEvent]) -> Iterator[FakeMixpanel]:
 
 
 class Hostile(http.server.BaseHTTPRequestHandler):
-    """Answers every export request with `respond(handler)`; counts the requests."""
+    """Answers every export request (GET) with `respond(handler)`, and every Engage request (POST) with
+    `respond_post(handler)`, its form read first, when there is one (else 501, as http.server answers a
+    method it lacks); counts the requests and keeps the forms posted."""
 
     protocol_version = "HTTP/1.1"
     respond: Callable[[Any], None] = staticmethod(lambda handler: None)
+    respond_post: Callable[[Any], None] | None = None
     requests = 0
+    posted: list[bytes] = []
 
     def do_GET(self) -> None:
         type(self).requests += 1
@@ -49,17 +53,32 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def do_POST(self) -> None:
+        answer = type(self).respond_post
+        if answer is None:
+            self.send_error(501, "Unsupported method ('POST')")
+            return
+        type(self).posted.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        try:
+            answer(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 @pytest.fixture
-def hostile() -> Iterator[Callable[[Callable[[Any], None]], str]]:
-    """Starts tiny servers on 127.0.0.1 that answer every request with the given function (test_hostile_server)."""
+def hostile() -> Iterator[Callable[..., str]]:
+    """Starts tiny servers on 127.0.0.1 that answer every GET with the given function, and every POST with
+    `post` when given (test_hostile_server, test_check_query_api)."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
-    def start(respond: Callable[[Any], None]) -> str:
-        handler = type("Handler", (Hostile,), {"respond": staticmethod(respond), "requests": 0})
+    def start(respond: Callable[[Any], None], post: Callable[[Any], None] | None = None) -> str:
+        attributes: dict[str, Any] = {"respond": staticmethod(respond), "requests": 0, "posted": []}
+        if post is not None:
+            attributes["respond_post"] = staticmethod(post)
+        handler = type("Handler", (Hostile,), attributes)
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         servers.append(server)

@@ -221,8 +221,9 @@ def test_given_a_gzip_bomb_of_newlines_when_check_then_it_answers_in_bounded_mem
     """check reads at most SAMPLE_MAX_BYTES of a body, and never holds a large decoded piece of it."""
     run, peak_mb = run_measured(tmp_path, "check", hostile_config(hostile(gzip_of_newlines)))
     status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]
-    # the export's sample passed; this server answers no POST, so the Query API's page is what fails
-    assert status["status"] == "FAILED" and "Raw Event Export API answers, but the Query API" in status["message"]
+    # the export's sample passed; this server answers a POST 501, a failing Query API: a warning, not a failure
+    assert status["status"] == "SUCCEEDED", status
+    assert "the Query API (the profiles stream)" in run.stdout and "is failing right now (501" in run.stdout
     assert "Timezone settings not verified: only 0 recent events" in run.stdout
     print(f"check against 2 GB of gzipped newlines: peak RSS {peak_mb:.1f} MB")
     assert 0 < peak_mb < PEAK_RSS_BOUND_MB

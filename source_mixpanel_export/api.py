@@ -1,5 +1,5 @@
 """Mixpanel's HTTP APIs: where each answers, the export query of a window, the one HTTP session, the
-one GET, its deadline.
+one request function (`_send`), its deadline.
 
 Each API path is an `Endpoint` with its host per data-residency region: the Raw Event Export API on
 data.mixpanel.com / data-eu.mixpanel.com / data-in.mixpanel.com, the Query API (engage: people
@@ -7,7 +7,8 @@ profiles) on mixpanel.com / eu.mixpanel.com / in.mixpanel.com. `api_base_url` re
 host of every API: one base URL serves all their paths (a proxy that routes them, the fake server).
 A stream names its endpoint in its definition (catalog.StreamDef); this module names no stream.
 
-`check` and the reads send their requests through `export_get` and `engage_post`, so all honour proxies
+`check` and the reads send their requests through `export_get` and `engage_post`, both one `_send`
+with the same auth, streaming, timeouts and redirect handling, so all honour proxies
 (HTTP(S)_PROXY, NO_PROXY) and REQUESTS_CA_BUNDLE as requests does, and both refuse redirects: a
 redirect from the export host is never Mixpanel's answer (a captive portal, a misconfigured proxy),
 and following it would carry the query, or with some clients the credentials, to another host.
@@ -21,6 +22,7 @@ blocked in it (headers or body) at once.
 from __future__ import annotations
 
 import http.client
+import io
 import socket
 import threading
 import time
@@ -204,15 +206,7 @@ def export_get(
 ) -> requests.Response:
     """One export request, streamed; a 3xx comes back as the response (see the module docstring).
     Make it inside `with deadline(...)` so that it cannot be held forever."""
-    response = session.get(
-        EXPORT_ENDPOINT.url(config),
-        params=dict(params),
-        auth=config.credentials.basic_auth(),
-        stream=True,
-        timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout),
-        allow_redirects=False,
-    )
-    return _watched(response)
+    return _send(session, config, "GET", EXPORT_ENDPOINT.url(config), read_timeout, params=params)
 
 
 def engage_post(
@@ -220,10 +214,25 @@ def engage_post(
 ) -> requests.Response:
     """One Engage (Query API) request, its fields form-encoded; otherwise as `export_get`."""
     params = {"project_id": str(config.project_id)} if config.project_id is not None else {}
-    response = session.post(
-        ENGAGE_ENDPOINT.url(config),
-        params=params,
-        data=dict(form),
+    return _send(session, config, "POST", ENGAGE_ENDPOINT.url(config), read_timeout, params=params, data=form)
+
+
+def _send(
+    session: requests.Session,
+    config: Config,
+    method: str,
+    url: str,
+    read_timeout: float,
+    params: Mapping[str, str] | None = None,
+    data: Mapping[str, str] | None = None,
+) -> requests.Response:
+    """The one request every API call makes: the config's Basic auth, a streamed body, both timeouts, no
+    redirect followed; the response handed to this thread's Deadline."""
+    response = session.request(
+        method,
+        url,
+        params=dict(params or {}),
+        data=dict(data) if data is not None else None,
         auth=config.credentials.basic_auth(),
         stream=True,
         timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout),
@@ -246,18 +255,20 @@ def read_decoded(response: requests.Response, watched: Deadline, max_bytes: int)
 
     The body is read as it came over the wire and inflated here by body.Gunzip, in pieces of at most
     PIECE_BYTES: `iter_content` leaves that to urllib3, which (before 2.6) inflates each read whole,
-    some 64 MB at once from 64 kB of a gzip bomb.
+    some 64 MB at once from 64 kB of a gzip bomb. It is gathered in a BytesIO, whose getvalue() returns
+    the buffer itself as bytes; a bytearray would need bytes(...), a second copy of the whole body.
     """
     gzipped = "gzip" in response.headers.get("Content-Encoding", "").lower()
     decoder = Gunzip() if gzipped else None
-    body = bytearray()
+    body = io.BytesIO()  # its getvalue() hands over the buffer it grew: bytes without a copy of the whole
+    size = 0
     for raw in response.raw.stream(CHUNK_BYTES, decode_content=False):
         watched.received += len(raw)
         for piece in decoder.pieces(raw) if decoder else (raw,):
-            body += piece[: max_bytes - len(body)]
-            if len(body) >= max_bytes:
-                return bytes(body)
-    return bytes(body)
+            size += body.write(piece[: max_bytes - size])
+            if size >= max_bytes:
+                return body.getvalue()
+    return body.getvalue()
 
 
 def where_clause(user_where: str | None, window: Window) -> str | None:

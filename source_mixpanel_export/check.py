@@ -12,13 +12,14 @@ import datetime as dt
 import logging
 import re
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import requests
 
+from . import clock
 from .api import (
     ENGAGE_ENDPOINT,
     TRANSPORT_ERRORS,
@@ -32,14 +33,22 @@ from .api import (
 from .body import GzipError
 from .config import Config
 from .engage import QUERY_API
+from .profiles import BadPage, parse_page
 from .records import LegacyClock
-from .retry import DateAfterToday, Retriable, TooLarge, error_message, status_failure
+from .retry import DateAfterToday, Retriable, TooLarge, error_message, retry_after_seconds, status_failure
 from .windows import ONE_DAY, Window
 
 SAMPLE_LIMIT = 100  # events asked for per request; at most two requests (today, then yesterday)
 ENOUGH_EVENTS = 20  # fewer than this today: yesterday's events are added to the sample
 SAMPLE_MAX_BYTES = 8 << 20  # events can be up to 1 MB each; the rest of a huge sample is not read
 _LINE = re.compile(rb"[^\n]+")  # a line that is not empty
+_JSON_OBJECT = re.compile(rb"\s*\{")  # how a JSON object, an Engage page, begins
+# The most of an Engage answer check reads and parses: the page it asks for holds no profiles (a few hundred
+# bytes), and parsing costs up to 30 times the bytes (8 MB of `[],` is 250 MB of lists).
+PAGE_MAX_BYTES = 1 << 20
+# The Engage page check asks for: profiles seen after 2099, normally none, so the answer is a few bytes.
+PROFILES_API = "the Query API (the profiles stream)"  # how check's messages name it
+PROBE_FORM = {"where": 'properties["$last_seen"] > datetime("2099-01-01T00:00:00")', "page": "0"}
 
 MINUTE_MS = 60_000
 QUARTER_HOUR_MS = 15 * MINUTE_MS
@@ -53,7 +62,8 @@ SETTINGS_HINT = "the Timezone in Mixpanel's Project Settings > Overview"
 
 
 def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]:
-    """(True, None) when Mixpanel answers and event times fit the timezone settings, else (False, what to fix)."""
+    """(True, None) when Mixpanel answers, event times fit the timezone settings and the Query API does not
+    refuse the credentials (see _query_api_problem), else (False, what to fix)."""
     today = config.today()
     sample: list[Any] = []
     for day in (today, today - ONE_DAY):
@@ -75,41 +85,118 @@ def run_check(config: Config, logger: logging.Logger) -> tuple[bool, str | None]
     logger.info(finding.summary(config))
     if finding.mismatch:
         return False, finding.problem(config)
-    refused = _query_api_problem(config)
+    refused = _query_api_problem(config, logger)
     return (False, refused) if refused else (True, None)
 
 
-def _query_api_problem(config: Config) -> str | None:
+def _query_api_problem(config: Config, logger: logging.Logger) -> str | None:
     """None when the Query API (the profiles stream's) answers one Engage page, else what to fix, naming
-    that API: a service account may be allowed the export and not the Query API. One query of its 60."""
-    form = {"where": 'properties["$last_seen"] > datetime("2099-01-01T00:00:00")', "page": "0"}
-    timeout = config.request_timeout_seconds
+    that API: a service account may be allowed the export and not the Query API. One query of its 60.
+
+    Only answers that say the profiles stream cannot work with these settings fail the check: a refusal
+    (401, 403 and the other 4xx that retry.status_failure makes config errors) and a 200 that is no Engage
+    page (a proxy's page, `{}`: a profiles sync would fail on it too). What a read retries (429, 408, 5xx)
+    says nothing about the credentials, which the export just accepted: a warning, and check succeeds, so a
+    rate limit or an outage of the Query API does not fail a connection that syncs only `export`.
+    """
+    url = ENGAGE_ENDPOINT.url(config)
     try:
-        with new_session() as session, deadline(timeout) as watched:
-            with engage_post(session, config, form, timeout) as response:
-                body = read_decoded(response, watched, SAMPLE_MAX_BYTES)
-            status = response.status_code
-    except TRANSPORT_ERRORS as exc:
-        return f"The Raw Event Export API answers; the Query API (profiles) could not be reached: {type(exc).__name__}."
-    if status == 200:
+        status, body, retry_after = _ask(
+            config, lambda session, read: engage_post(session, config, PROBE_FORM, read), PAGE_MAX_BYTES + 1
+        )
+    except TRANSPORT_ERRORS + (TooSlow,) as exc:
+        # No answer says nothing about the credentials either, and the export's host answered a moment ago:
+        # with api_base_url the very same host; else data*.mixpanel.com, next to the Query API's *.mixpanel.com.
+        # Most likely a passing network failure (or a firewall that lets only the export host through, which a
+        # profiles sync reports in its own error): a warning, not a failed check for export-only connections.
+        logger.warning(
+            f"Not verified whether these credentials may use {PROFILES_API}: {url} could not be reached "
+            f"({_no_answer(exc)}). check passes on the Raw Event Export API's answer; a profiles sync retries "
+            "and fails naming the Query API if it stays unreachable (this host must reach it on port 443)."
+        )
         return None
+    if status == 200:
+        return _page_problem(config, url, body, logger)
     text = error_message(_masked(body, config))
-    failure = status_failure(config, status, text, None, api=(ENGAGE_ENDPOINT.url(config), QUERY_API))
-    reason = getattr(failure, "message", None) or f"{status}: {text}; try again later"
-    return f"The Raw Event Export API answers, but the Query API (the profiles stream) does not: {reason}"
+    wait = retry_after_seconds(retry_after, clock.utc_now())
+    failure = status_failure(config, status, text, wait, api=(url, QUERY_API))
+    if isinstance(failure, Retriable | TooLarge | DateAfterToday):  # for Engage all three are Mixpanel failing
+        what = "is rate limited" if isinstance(failure, Retriable) and failure.rate_limited else "is failing"
+        asked = f"; it asks to wait {wait:.0f} s" if wait is not None else ""
+        logger.warning(
+            f"Not verified whether these credentials may use {PROFILES_API}: at {url} it {what} right now "
+            f"({status}: {text}{asked}). check passes on the Raw Event Export API's answer; a profiles sync "
+            "waits and retries (the Query API allows 60 queries an hour)."
+        )
+        return None
+    reason = getattr(failure, "message", None) or str(failure)
+    return f"The Raw Event Export API answers, but {PROFILES_API} does not: {reason}"
+
+
+def _page_problem(config: Config, url: str, body: bytes, logger: logging.Logger) -> str | None:
+    """None when a 200 answer of the Query API is an Engage page (profiles.parse_page, as a profiles sync
+    reads it), else what is wrong with it.
+
+    At most PAGE_MAX_BYTES + 1 of the body were read. The page check asks for is a few hundred bytes, but a
+    server that ignored its `where` may send 1,000 large profiles: a longer body is judged by its start alone
+    (a JSON object passes, with a warning; anything else, such as a proxy's HTML, is no page).
+    """
+    cut = len(body) > PAGE_MAX_BYTES
+    if cut and _JSON_OBJECT.match(body):
+        logger.warning(
+            f"Not verified whether {PROFILES_API} answers Engage pages: at {url} it answered more than "
+            f"{PAGE_MAX_BYTES >> 20} MB for a page that should hold no profiles; check read that much, the start "
+            "of a JSON object, and does not judge the rest."
+        )
+        return None
+    if cut:
+        problem = f"more than {PAGE_MAX_BYTES >> 20} MB, and not a JSON object"
+    else:
+        try:
+            parse_page(body)
+            return None
+        except BadPage as exc:
+            problem = str(exc)
+    start = " ".join(error_message(_masked(body, config)).split())[:120]  # masked whole, then cut
+    return (
+        f"The Raw Event Export API answers, but {PROFILES_API} at {url} answered 200 with no Engage page "
+        f"({problem}; it begins {start!r}). Check api_base_url and any proxy between this host and Mixpanel."
+    )
+
+
+def _no_answer(exc: Exception) -> str:
+    """Why a request got no complete answer, in a few words."""
+    if isinstance(exc, TooSlow):
+        return str(exc)
+    if isinstance(exc, GzipError):
+        return f"a body that is not valid gzip: {exc}"
+    if isinstance(exc, requests.Timeout):
+        return "no answer within request_timeout_seconds"
+    return type(exc).__name__
 
 
 def _export_sample(config: Config, day: dt.date) -> tuple[int, bytes]:
     """One export request for up to SAMPLE_LIMIT of a day's events: status and (at most SAMPLE_MAX_BYTES of) body."""
     params = export_params(config, Window(day, day), limit=SAMPLE_LIMIT)
+    status, body, _ = _ask(config, lambda session, timeout: export_get(session, config, params, timeout))
+    return status, body
+
+
+def _ask(
+    config: Config,
+    send: Callable[[requests.Session, float], requests.Response],
+    max_bytes: int = SAMPLE_MAX_BYTES,
+) -> tuple[int, bytes, str | None]:
+    """One of check's requests, `send(session, read_timeout)`, within its deadline: the status, at most
+    `max_bytes` of the body, and the Retry-After header. TooSlow past the deadline."""
     timeout = config.request_timeout_seconds
     with new_session() as session, deadline(timeout) as watched:
         try:
-            with export_get(session, config, params, timeout) as response:
-                body = read_decoded(response, watched, SAMPLE_MAX_BYTES)
+            with send(session, timeout) as response:
+                body = read_decoded(response, watched, max_bytes)
             if watched.expired:  # a body that ends with its connection looks whole when cut off
                 raise TooSlow(watched.problem())
-            return response.status_code, body
+            return response.status_code, body, response.headers.get("Retry-After")
         except TRANSPORT_ERRORS:
             if watched.expired:
                 raise TooSlow(watched.problem()) from None

@@ -90,7 +90,8 @@ class SourceMixpanelExport(AbstractSource):
         return AirbyteConnectionStatus(status=Status.SUCCEEDED if ok else Status.FAILED, message=message)
 
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> tuple[bool, str | None]:
-        """A sample of recent events (at most 2 export requests) with the configured credentials and settings."""
+        """A sample of recent events (at most 2 export requests) with the configured credentials and settings,
+        then one Engage page of the Query API (check.run_check)."""
         try:
             parsed = self._parse(config)
         except AirbyteTracedException as exc:
