@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import logging
 import os
 import re
 import subprocess
@@ -35,6 +36,26 @@ def readme_recipe() -> str:
     (recipe,) = [block for block in blocks if "import airbyte as ab" in block]
     assert recipe.count(RECIPE_URL) == 1
     return recipe
+
+
+@pytest.fixture(autouse=True)
+def airbyte_loggers_put_back() -> Iterator[None]:
+    """PyAirbyte gives the `airbyte` logger, the parent of the connector's own, a file handler and no
+    propagation: every later in-process run in this worker would lose its LOG lines (its tests saw none)."""
+    manager = logging.root.manager
+
+    def airbyte_loggers() -> dict[str, logging.Logger]:
+        named = {n: lg for n, lg in manager.loggerDict.items() if n.split(".")[0] == "airbyte"}
+        return {n: lg for n, lg in named.items() if isinstance(lg, logging.Logger)}
+
+    saved = {n: (lg.level, list(lg.handlers), lg.propagate, lg.disabled) for n, lg in airbyte_loggers().items()}
+    yield
+    for name, logger in airbyte_loggers().items():
+        level, handlers, logger.propagate, logger.disabled = saved.get(name, (logging.NOTSET, [], True, False))
+        for handler in set(logger.handlers) - set(handlers):
+            handler.close()
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 @pytest.fixture
