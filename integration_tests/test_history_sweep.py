@@ -22,10 +22,10 @@ from integration_tests.conftest import TODAY
 from integration_tests.harness import (
     INCREMENTAL,
     Run,
+    Stop,
     config_for,
     event_key,
     make_fake,
-    nth_state,
     read_and_kill,
     record_keys,
     reread_from,
@@ -33,7 +33,7 @@ from integration_tests.harness import (
     state_input,
     truth,
 )
-from integration_tests.test_incremental_lossless import day_start_ms, read
+from integration_tests.test_incremental_lossless import day_of, day_start_ms, key, read
 from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.records import SCHEMA
 from source_mixpanel_export.state import parse_state, sync_plan
@@ -168,6 +168,19 @@ def test_given_sweep_on_and_off_when_synced_then_requests_differ_by_the_sweeps(t
     assert len(on.records) >= len(off.records)
 
 
+def first_sweep_state(start: dict[str, Any]) -> Stop:
+    """Stop at the first STATE in which days of the history are checked at a watermark newer than the
+    starting state's: the STATE after the first sweep window (the recent days' STATE keeps the old ones)."""
+
+    def stop(messages: list[dict[str, Any]]) -> bool:
+        if messages[-1]["type"] != "STATE":
+            return False
+        checked = messages[-1]["state"]["stream"]["stream_state"]["history"]["checked"]
+        return any(c["watermark_ms"] > start["watermark_ms"] for c in checked)
+
+    return stop
+
+
 def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, history):
     """kill -9 after the first sweep window's STATE, while the second is being fetched: the resumed
     syncs deliver every imported event, and the normal windows' STATE came before the sweep's records."""
@@ -178,13 +191,15 @@ def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, h
     held = second.first_day.isoformat(), second.last_day.isoformat()
     history.fake.inject_when(lambda r: (r.params.get("from_date"), r.params.get("to_date")) == held,
                              Fault("slow", delay_s=30))
-    killed = read_and_kill(tmp_path, history.config(), state, nth_state(3))
+    killed = read_and_kill(tmp_path, history.config(), state, first_sweep_state(state))
     history.fake.release_slow()
     history.fake.clear_faults()
     assert killed.returncode == -signal.SIGKILL
     states = killed.states
-    assert states[1]["synced_through"] == TODAY.isoformat() and "in_progress" not in states[1]
-    assert states[2]["history"] != states[1]["history"]  # the first sweep window's days, checked anew
+    assert states[-2]["synced_through"] == TODAY.isoformat() and "in_progress" not in states[-2]
+    assert states[-1]["history"] != states[-2]["history"]  # the first sweep window's days, checked anew
+    held_late = {key(e) for e in history.late if second.first_day <= day_of(e) <= second.last_day}
+    assert held_late and not held_late & set(record_keys(killed.records))  # killed while the second was held
     delivered = list(killed.records)
     state = states[-1]
     for _ in range(history.bound() + 1):
