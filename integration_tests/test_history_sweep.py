@@ -1,4 +1,4 @@
-"""The history sweep through the real CLI against the fake: events that arrive weeks late.
+"""The history sweep against the fake (kills and a failing sync as real CLI runs): events that arrive weeks late.
 
 A 63-day history is synced once; then events dated 10, 30 and 55 days back arrive (processed "now",
 as an /import backfill would). The recent days' re-read finds what lies within them; the sweep finds
