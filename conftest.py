@@ -10,6 +10,8 @@ import os
 
 from hypothesis import settings
 
-settings.register_profile("default", max_examples=100)
-settings.register_profile("deep", max_examples=1000)
+# No deadline: an example's time is no property, and on a busy 2-core box (pytest -n 2) a 200 ms default
+# deadline failed test_windows' partition property as Flaky (335 ms once, 98 ms when replayed).
+settings.register_profile("default", max_examples=100, deadline=None)
+settings.register_profile("deep", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

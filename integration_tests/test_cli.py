@@ -1,4 +1,9 @@
-"""The real CLI (spec, check, discover, read) against the fake Mixpanel: exact records, clean failures."""
+"""The CLI (spec, check, discover, read) against the fake Mixpanel: exact records, clean failures.
+
+Each command runs as a real CLI process at least once (spec, a check, discover, a full refresh, two
+incremental syncs, a config error, stdout's purity); the other cases run the console script's `run` in
+this process (harness.run_in_process: the same command line and files, 2-3 s of imports less each).
+"""
 
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ def test_given_service_account_when_check_then_succeeded_after_a_small_sample(tm
 def test_given_project_secret_when_check_then_succeeded(tmp_path, fake):
     """The deprecated project secret works, without a project_id."""
     config = config_for(fake, credentials={"option_title": "Project Secret", "api_secret": API_SECRET})
-    run = run_cli(tmp_path, "check", config)
+    run = run_in_process(tmp_path, "check", config)
     assert status_of(run)["status"] == "SUCCEEDED" and fake.export_requests[0].auth == "project_secret"
 
 
@@ -62,7 +67,7 @@ def test_given_wrong_secret_when_check_then_failed_naming_credentials_without_th
     """A wrong secret: FAILED, exit 0, the message names the fields, no secret anywhere."""
     config = config_for(fake)
     config["credentials"]["secret"] = "wrong-secret-123"
-    run = run_cli(tmp_path, "check", config)
+    run = run_in_process(tmp_path, "check", config)
     status = status_of(run)
     assert run.returncode == 0 and status["status"] == "FAILED"
     assert "credentials.username / credentials.secret" in status["message"]
@@ -74,26 +79,26 @@ def test_given_400_style_auth_error_when_check_then_failed_naming_credentials(tm
     """Mixpanel's 400 'Unable to authenticate request' is a credentials problem too."""
     fake.auth_error_style = "400"
     config = config_for(fake, credentials={"option_title": "Project Secret", "api_secret": "nope"})
-    assert "credentials.api_secret" in status_of(run_cli(tmp_path, "check", config))["message"]
+    assert "credentials.api_secret" in status_of(run_in_process(tmp_path, "check", config))["message"]
 
 
 def test_given_wrong_project_id_when_check_then_failed_naming_project_id(tmp_path, fake):
     """403: the message says which project and what to check."""
     config = config_for(fake)
     config["credentials"]["project_id"] = 999
-    message = status_of(run_cli(tmp_path, "check", config))["message"]
+    message = status_of(run_in_process(tmp_path, "check", config))["message"]
     assert "403" in message and "project_id" in message and "999" in message
 
 
 def test_given_plan_limit_when_check_then_failed_saying_so(tmp_path, fake):
     """402: the plan does not allow raw export."""
     fake.inject(1, Fault("status", status=402, body='{"error": "Payment required"}'))
-    assert "plan" in status_of(run_cli(tmp_path, "check", config_for(fake)))["message"]
+    assert "plan" in status_of(run_in_process(tmp_path, "check", config_for(fake)))["message"]
 
 
 def test_given_unreachable_host_when_check_then_failed_saying_so(tmp_path, fake):
     """A host nobody listens on: FAILED with the host named."""
-    run = run_cli(tmp_path, "check", config_for(fake, api_base_url="http://127.0.0.1:9"))
+    run = run_in_process(tmp_path, "check", config_for(fake, api_base_url="http://127.0.0.1:9"))
     status = status_of(run)
     assert run.returncode == 0 and status["status"] == "FAILED"
     assert "Could not reach http://127.0.0.1:9" in status["message"]
@@ -101,7 +106,7 @@ def test_given_unreachable_host_when_check_then_failed_saying_so(tmp_path, fake)
 
 def test_given_invalid_config_when_check_then_failed_naming_the_field_without_requests(tmp_path, fake):
     """An unparseable start_date fails before any request is sent."""
-    run = run_cli(tmp_path, "check", config_for(fake, start_date="2024-02-30"))
+    run = run_in_process(tmp_path, "check", config_for(fake, start_date="2024-02-30"))
     assert "start_date" in status_of(run)["message"] and fake.export_requests == []
 
 
@@ -142,7 +147,7 @@ def test_given_full_refresh_when_read_then_exact_records_valid_and_typed(tmp_pat
 
 def test_given_requests_when_read_then_gzip_whole_days_and_no_date_after_today(tmp_path, fake):
     """Requests ask for gzip, time in ms, and never a to_date after today."""
-    run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
+    run_in_process(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
     assert fake.export_requests and all(r.gzip for r in fake.export_requests)
     assert all(r.params["time_in_ms"] == "true" for r in fake.export_requests)
     assert max(r.params["to_date"] for r in fake.export_requests) == TODAY.isoformat()
@@ -152,7 +157,7 @@ def test_given_events_and_where_when_read_then_only_matching_events(tmp_path, fa
     """events and where reach Mixpanel and narrow the export."""
     config = config_for(fake, start_date=FIRST_DAY.isoformat(), events=["Purchase", "Sign Up"])
     config["where"] = 'properties["mp_lib"] == "web"'
-    run = run_cli(tmp_path, "read", config)
+    run = run_in_process(tmp_path, "read", config)
     assert run.records and all(r["event"] in ("Purchase", "Sign Up") for r in run.records)
     assert all(r["properties"]["mp_lib"] == "web" for r in run.records)
     expected = sum(
@@ -188,7 +193,7 @@ def test_given_incremental_when_synced_twice_then_second_sync_reads_only_new_eve
 
 def test_given_state_checkpoints_when_read_then_each_state_follows_its_window(tmp_path, fake):
     """A STATE after every window; the last window's marks the sync complete."""
-    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()), mode=INCREMENTAL)
+    run = run_in_process(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()), mode=INCREMENTAL)
     windows = sorted(r.params["to_date"] for r in fake.export_requests)
     assert len(run.states) == len(windows)
     assert [s["in_progress"]["through"] for s in run.states[:-1]] == windows[:-1]
@@ -199,7 +204,7 @@ def test_given_state_checkpoints_when_read_then_each_state_follows_its_window(tm
 
 def test_given_unknown_stream_in_catalog_when_read_then_config_error(tmp_path, fake):
     """A catalog naming another stream fails as a config error that names it."""
-    run = run_cli(tmp_path, "read", config_for(fake), catalog_value=catalog(name="cohorts"))
+    run = run_in_process(tmp_path, "read", config_for(fake), catalog_value=catalog(name="cohorts"))
     assert run.returncode != 0
     assert run.errors and run.errors[-1]["failure_type"] == "config_error" and "cohorts" in run.errors[-1]["message"]
     assert fake.export_requests == []
@@ -216,13 +221,13 @@ def test_given_unreadable_state_file_when_read_then_config_error(tmp_path, fake)
     """A state file that is not JSON is named in a config error."""
     bad = tmp_path / "bad_state.json"
     bad.write_text("{not json")
-    run = run_cli(tmp_path, "read", config_for(fake), mode=INCREMENTAL, extra=["--state", str(bad)])
+    run = run_in_process(tmp_path, "read", config_for(fake), mode=INCREMENTAL, extra=["--state", str(bad)])
     assert run.returncode != 0 and run.errors and "state" in run.errors[-1]["message"]
 
 
 def test_given_malformed_state_when_read_then_config_error_and_no_request(tmp_path, fake):
     """A foreign state is refused clearly, not silently turned into a full re-sync."""
-    run = run_cli(tmp_path, "read", config_for(fake), mode=INCREMENTAL, state=state_input({"cursor": "x"}))
+    run = run_in_process(tmp_path, "read", config_for(fake), mode=INCREMENTAL, state=state_input({"cursor": "x"}))
     assert run.returncode != 0 and "cannot be used" in run.errors[-1]["message"]
     assert fake.export_requests == []
 
@@ -230,7 +235,7 @@ def test_given_malformed_state_when_read_then_config_error_and_no_request(tmp_pa
 def test_given_official_state_when_read_then_migrated_and_attribution_days_reread_whole(tmp_path, fake):
     """{'time': ...} is migrated: the days up to it are re-read without a processing filter."""
     official = {"time": f"{LAST_DAY.isoformat()}T10:00:00Z"}
-    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()), mode=INCREMENTAL,
+    run = run_in_process(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()), mode=INCREMENTAL,
                   state=state_input(official))
     assert run.returncode == 0 and "Migrating" in run.logs()
     first = LAST_DAY - dt.timedelta(days=4)
@@ -247,7 +252,7 @@ def test_output_lines_are_each_one_json_message(tmp_path, fake):
 
 def test_given_several_windows_when_read_then_estimates_and_a_progress_log_per_window(tmp_path, fake):
     """An ESTIMATE early, one extrapolated from the first window, and a LOG per finished window."""
-    run = run_cli(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
+    run = run_in_process(tmp_path, "read", config_for(fake, start_date=FIRST_DAY.isoformat()))
     estimates = [m["trace"]["estimate"] for m in run.of("TRACE") if m["trace"]["type"] == "ESTIMATE"]
     assert [e["name"] for e in estimates] == ["export", "export"]
     assert "row_estimate" not in estimates[0] and estimates[1]["row_estimate"] > 0

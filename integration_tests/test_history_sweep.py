@@ -1,4 +1,4 @@
-"""The history sweep through the real CLI against the fake: events that arrive weeks late.
+"""The history sweep against the fake (kills and a failing sync as real CLI runs): events that arrive weeks late.
 
 A 63-day history is synced once; then events dated 10, 30 and 55 days back arrive (processed "now",
 as an /import backfill would). The recent days' re-read finds what lies within them; the sweep finds
@@ -22,10 +22,10 @@ from integration_tests.conftest import TODAY
 from integration_tests.harness import (
     INCREMENTAL,
     Run,
+    Stop,
     config_for,
     event_key,
     make_fake,
-    nth_state,
     read_and_kill,
     record_keys,
     reread_from,
@@ -168,6 +168,19 @@ def test_given_sweep_on_and_off_when_synced_then_requests_differ_by_the_sweeps(t
     assert len(on.records) >= len(off.records)
 
 
+def first_sweep_state(start: dict[str, Any]) -> Stop:
+    """Stop at the first STATE in which days of the history are checked at a watermark newer than the
+    starting state's: the STATE after the first sweep window (the recent days' STATE keeps the old ones)."""
+
+    def stop(messages: list[dict[str, Any]]) -> bool:
+        if messages[-1]["type"] != "STATE":
+            return False
+        checked = messages[-1]["state"]["stream"]["stream_state"]["history"]["checked"]
+        return any(c["watermark_ms"] > start["watermark_ms"] for c in checked)
+
+    return stop
+
+
 def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, history):
     """kill -9 after the first sweep window's STATE, while the second is being fetched: the resumed
     syncs deliver every imported event, and the normal windows' STATE came before the sweep's records."""
@@ -178,13 +191,16 @@ def test_given_sweep_killed_midway_when_resumed_then_nothing_is_lost(tmp_path, h
     held = second.first_day.isoformat(), second.last_day.isoformat()
     history.fake.inject_when(lambda r: (r.params.get("from_date"), r.params.get("to_date")) == held,
                              Fault("slow", delay_s=30))
-    killed = read_and_kill(tmp_path, history.config(), state, nth_state(3))
+    killed = read_and_kill(tmp_path, history.config(), state, first_sweep_state(state))
     history.fake.release_slow()
     history.fake.clear_faults()
     assert killed.returncode == -signal.SIGKILL
     states = killed.states
-    assert states[1]["synced_through"] == TODAY.isoformat() and "in_progress" not in states[1]
-    assert states[2]["history"] != states[1]["history"]  # the first sweep window's days, checked anew
+    assert states[-2]["synced_through"] == TODAY.isoformat() and "in_progress" not in states[-2]
+    assert states[-1]["history"] != states[-2]["history"]  # the first sweep window's days, checked anew
+    # killed while the second was held: its days are not yet checked anew
+    holding = next(c for c in states[-1]["history"]["checked"] if c["through"] >= second.last_day.isoformat())
+    assert holding["watermark_ms"] <= state["watermark_ms"]
     delivered = list(killed.records)
     state = states[-1]
     for _ in range(history.bound() + 1):

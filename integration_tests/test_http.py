@@ -1,5 +1,6 @@
-"""The one HTTP stack, through the real CLI: proxies from the environment are used by `check` and
-`read` alike, and a redirect is never followed (it would carry the query elsewhere), but named."""
+"""The one HTTP stack: proxies from the environment are used by `check` and `read` alike (real CLI runs,
+the proxy set in their environment), and a redirect is never followed (it would carry the query
+elsewhere), but named (the console script in this process, harness.run_in_process)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 import pytest
 
 from integration_tests.conftest import FIRST_DAY, TODAY
-from integration_tests.harness import config_for, record_keys, run_cli, truth
+from integration_tests.harness import config_for, record_keys, run_cli, run_in_process, truth
 
 
 class Redirecting(http.server.BaseHTTPRequestHandler):
@@ -44,7 +45,7 @@ def test_given_a_redirect_when_check_or_read_then_not_followed_and_a_config_erro
     tmp_path, fake, redirecting, verb
 ):
     config = config_for(fake, api_base_url=redirecting, start_date=FIRST_DAY.isoformat(), max_retry_seconds=1)
-    run = run_cli(tmp_path, verb, config)
+    run = run_in_process(tmp_path, verb, config)
     assert Redirecting.seen and fake.export_requests == []
     if verb == "check":
         status = run.of("CONNECTION_STATUS")[-1]["connectionStatus"]

@@ -1,4 +1,7 @@
-"""Lossless incremental sync through the real CLI: late arrivals, kill -9 anywhere, resumes, any response order.
+"""Lossless incremental sync: late arrivals, kill -9 anywhere, resumes, any response order.
+
+Every kill, the module's two shared syncs and the clocked run go through the real CLI; the other syncs run
+the console script's `run` in this process (harness.run_in_process), which asserts the same messages.
 
 The fake's ingestion clock decides what Mixpanel shows: an event is exported once its processing time has
 passed. Late arrivals are events whose processing time lies after a sync; the tests move the clock past them.
@@ -35,6 +38,7 @@ from integration_tests.harness import (
     read_and_kill,
     record_keys,
     run_cli,
+    run_in_process,
     state_input,
     truth,
 )
@@ -136,9 +140,12 @@ def world() -> Iterable[World]:
     made.fake.stop()
 
 
-def read(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None = None) -> Run:
-    """One incremental read through the CLI that must succeed and leak no secret."""
-    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None)
+def read(tmp_path: Path, config: dict[str, Any], state: dict[str, Any] | None = None, cli: bool = False) -> Run:
+    """One incremental read that must succeed and leak no secret: in this process (harness.run_in_process,
+    2-3 s of imports less a run), or with `cli` through the real CLI (sync 1 and 2 of two_syncs, the
+    clocked run; every kill is a real CLI run too)."""
+    runner = run_cli if cli else run_in_process
+    run = runner(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state) if state else None)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert_no_secrets(run.stdout, run.stderr)
     return run
@@ -220,9 +227,9 @@ def two_syncs(tmp_path_factory: pytest.TempPathFactory) -> Iterable[tuple[World,
     """Sync 1 at t1, then sync 2 from its last STATE once every late event has arrived (shared, read-only)."""
     world = make_world()
     tmp = tmp_path_factory.mktemp("two_syncs")
-    first = read(tmp, world.config())
+    first = read(tmp, world.config(), cli=True)
     world.fake.now_ms = world.t2
-    second = read(tmp, world.config(), first.states[-1])
+    second = read(tmp, world.config(), first.states[-1], cli=True)
     yield world, first, second
     world.fake.stop()
 
@@ -459,7 +466,7 @@ def test_given_the_connectors_clock_set_days_back_when_read_then_that_day_is_its
     now_ms = day_start_ms(TODAY - 2 * DAY) - 60_000
     fake = make_fake(list(generate_events(200, FIRST, 8, seed=43)), now_ms=now_ms)
     try:
-        run = read(tmp_path, config_for(fake, start_date=FIRST.isoformat(), history_sweep_requests=0))
+        run = read(tmp_path, config_for(fake, start_date=FIRST.isoformat(), history_sweep_requests=0), cli=True)
         assert run.states[-1]["synced_through"] == (TODAY - 3 * DAY).isoformat()
         assert max(r.params["to_date"] for r in fake.export_requests) == (TODAY - 3 * DAY).isoformat()
         assert set(record_keys(run.records)) == set(truth(fake, FIRST, TODAY - 3 * DAY, now_ms))

@@ -1,4 +1,8 @@
-"""Time done right, through the real CLI: legacy projects' local days and times, DST, and check's timezone advice."""
+"""Time done right: legacy projects' local days and times, DST, and check's timezone advice.
+
+The matrices run the console script's `run` in this process (harness.run_in_process); the repeated-hour
+reads and the empty-sample check are real CLI runs.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fake_mixpanel import FakeEvent, FakeMixpanel, generate_events
-from integration_tests.harness import assert_no_secrets, config_for, event_key, make_fake, record_keys, run_cli, truth
+from integration_tests.harness import (
+    assert_no_secrets,
+    config_for,
+    event_key,
+    make_fake,
+    record_keys,
+    run_cli,
+    run_in_process,
+    truth,
+)
 
 HOUR_MS = 3_600_000
 SPRING_US = (dt.date(2024, 3, 8), dt.date(2024, 3, 12))  # US/Pacific springs forward on 2024-03-10
@@ -136,7 +149,7 @@ def test_given_project_and_dst_change_when_read_then_its_days_exactly_and_true_u
     config = config_for(
         fake, start_date=first.isoformat(), end_date=last.isoformat(), project_timezone=zone, legacy_local_time=legacy
     )
-    run = run_cli(tmp_path, "read", config)
+    run = run_in_process(tmp_path, "read", config)
     assert run.returncode == 0, run.stdout[-2000:]
     assert_no_secrets(run.stdout, run.stderr)
     assert record_keys(run.records) == truth(fake, first, last, legacy_tz=legacy_tz)
@@ -201,7 +214,7 @@ def local_today(zone: str, at: float | None = None) -> dt.date:
 
 def failed_check(tmp_path, fake: FakeMixpanel, **overrides) -> str:
     """Run check, assert it FAILED cleanly without leaking a secret, and return its message."""
-    run = run_cli(tmp_path, "check", config_for(fake, **overrides))
+    run = run_in_process(tmp_path, "check", config_for(fake, **overrides))
     assert_no_secrets(run.stdout, run.stderr)
     status = status_of(run)
     assert run.returncode == 0 and status["status"] == "FAILED", status
@@ -294,7 +307,7 @@ def test_given_settings_that_fit_the_project_when_check_then_succeeded_after_jud
 ):
     """Right settings pass: today's date in the project's zone first, at most two requests of 100 events."""
     fake = serve(servers, recent_events(int(time.time() * 1000)), project_tz)
-    run = run_cli(tmp_path, "check", config_for(fake, **overrides))
+    run = run_in_process(tmp_path, "check", config_for(fake, **overrides))
     assert_no_secrets(run.stdout, run.stderr)
     assert run.returncode == 0 and status_of(run)["status"] == "SUCCEEDED", status_of(run)
     requests = fake.export_requests

@@ -3,7 +3,8 @@ entrypoint, the standard tests and in-process callers run) give the same records
 bodies, and fail the same way on bad lines.
 
 The CDK path is run in this process through `AirbyteEntrypoint.run`, the exact lines `launch` would
-print, and parsed with the stdlib so integers beyond 64 bits stay exact.
+print, and parsed with the stdlib so integers beyond 64 bits stay exact. The console script runs as a
+real CLI for the awkward lines, and in this process (harness.run_in_process) for the bad lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from airbyte_cdk.logger import PRINT_BUFFER
 
 from fake_mixpanel import FakeEvent, Fault, generate_events
 from integration_tests.conftest import TODAY
-from integration_tests.harness import Run, config_for, make_fake, parse_messages, run_cli, write_json
+from integration_tests.harness import Run, config_for, make_fake, parse_messages, run_cli, run_in_process, write_json
 from source_mixpanel_export import SourceMixpanelExport
 
 FIRST = TODAY - dt.timedelta(days=4)
@@ -95,7 +96,7 @@ def test_given_a_bad_line_every_time_when_read_by_both_paths_then_the_same_recor
     try:
         fake.inject_when(lambda r: r.params["to_date"] == TODAY.isoformat(), Fault("bad_json", corrupt_line=line), 4)
         config = config_for(fake, start_date=FIRST.isoformat(), date_window_size=2, max_concurrent_requests=1)
-        cli = run_cli(tmp_path, "read", config)
+        cli = run_in_process(tmp_path, "read", config)
         cdk = cdk_read(tmp_path, config)
     finally:
         fake.stop()

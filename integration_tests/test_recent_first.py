@@ -1,4 +1,4 @@
-"""Recent days first through the real CLI against the fake: a first sync of 90 days, recent_first_days 7.
+"""Recent days first against the fake (kills as real CLI runs): a first sync of 90 days, recent_first_days 7.
 
 The window target is small (window_target_events 100; ~15 events a day, ~180 on the recent days, one old day
 of 300), so that the recent days come in pieces and the backfill in a few dozen volume-sized windows, one day of

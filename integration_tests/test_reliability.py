@@ -105,7 +105,8 @@ def test_given_four_5xx_a_cut_off_a_trailer_and_a_drop_when_read_then_exact_reco
     ]
     for number, fault in enumerate(faults, start=1):
         fake.inject(number, fault)
-    run = run_cli(tmp_path, "read", daily(fake), mode=INCREMENTAL)
+    # retries from 10 ms: the harness's 50 ms, doubled over these seven faults, waited ~2 s more
+    run = run_cli(tmp_path, "read", daily(fake, retry_initial_backoff_seconds=0.01), mode=INCREMENTAL)
     assert_exact_and_clean(run, fake)
     assert len(fake.export_requests) == 11 + len(faults)
     assert run.states[-1]["synced_through"] == TODAY.isoformat()

@@ -1,4 +1,7 @@
-"""The `--state` file in every form a person saves from a sync's output, through the real CLI.
+"""The `--state` file in every form a person saves from a sync's output.
+
+The syncs run the console script's `run` in this process (harness.run_in_process), with the same
+command line and files; the README recipe's second sync and the empty state file are real CLI runs.
 
 Each form must make the second sync re-read only the recent days (for events processed since the
 first sync), exactly as the CDK's own list of state entries does. The README's shell recipe for
@@ -17,7 +20,16 @@ import pytest
 
 from fake_mixpanel import FakeMixpanel
 from integration_tests.conftest import FIRST_DAY
-from integration_tests.harness import INCREMENTAL, ROOT, Run, config_for, reread_from, run_cli, state_input
+from integration_tests.harness import (
+    INCREMENTAL,
+    ROOT,
+    Run,
+    config_for,
+    reread_from,
+    run_cli,
+    run_in_process,
+    state_input,
+)
 
 
 def state_lines(run: Run) -> list[str]:
@@ -36,7 +48,7 @@ FORMS = {
 def first_sync(tmp_path: Path, fake: FakeMixpanel) -> tuple[dict[str, Any], Run]:
     """A complete first incremental sync; then an hour passes and late events arrive."""
     config = config_for(fake, start_date=FIRST_DAY.isoformat(), history_sweep_requests=0)
-    first = run_cli(tmp_path, "read", config, mode=INCREMENTAL)
+    first = run_in_process(tmp_path, "read", config, mode=INCREMENTAL)
     assert first.returncode == 0 and len(state_lines(first)) == len(first.states) > 1
     fake.now_ms += 3_600_000
     late = [
@@ -66,7 +78,7 @@ def test_given_state_saved_in_any_form_when_read_then_only_recent_days_are_rerea
     state_file = tmp_path / "saved_state.json"
     state_file.write_text(FORMS[form](first))
 
-    second = run_cli(tmp_path, "read", config, mode=INCREMENTAL, extra=["--state", str(state_file)])
+    second = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, extra=["--state", str(state_file)])
 
     assert_resumed(second, first, fake)
 
@@ -108,7 +120,7 @@ def test_given_state_message_of_another_shape_when_read_then_config_error_naming
     """A STATE message whose state is not an object is still refused, naming the state file."""
     state_file = tmp_path / "odd.json"
     state_file.write_text(json.dumps({"type": "STATE", "state": "x"}))
-    run = run_cli(tmp_path, "read", config_for(fake), mode=INCREMENTAL, extra=["--state", str(state_file)])
+    run = run_in_process(tmp_path, "read", config_for(fake), mode=INCREMENTAL, extra=["--state", str(state_file)])
     assert run.returncode != 0 and run.errors[-1]["failure_type"] == "config_error"
     assert "state file" in run.errors[-1]["message"] and fake.export_requests == []
 

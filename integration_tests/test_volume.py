@@ -1,5 +1,8 @@
-"""Windows sized by volume through the real CLI: heavy days come in sub-day pieces, the spill stays
-within its bound, the record set is exact, and a kill -9 in the middle loses nothing.
+"""Windows sized by volume: heavy days come in sub-day pieces, the spill stays within its bound, the
+record set is exact, and a kill -9 in the middle loses nothing.
+
+The heavy read and the kills are real CLI runs; the resumes and the forged-volume syncs run the console
+script's `run` in this process (harness.run_in_process).
 
 The window target is made small (window_target_events) so that a few thousand events behave as a
 project of billions would with the default of a million.
@@ -22,6 +25,7 @@ from integration_tests.harness import (
     read_and_kill,
     record_keys,
     run_cli,
+    run_in_process,
     state_input,
     truth,
 )
@@ -80,7 +84,7 @@ def test_given_heavy_days_when_killed_mid_sync_and_resumed_then_nothing_lost(tmp
     first = read_and_kill(tmp_path, config, None, nth_state(3))
     states = first.states
     assert states and first.returncode != 0
-    second = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(states[-1]))
+    second = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(states[-1]))
     assert second.returncode == 0, second.stdout[-2000:]
     delivered = record_keys(first.records) + record_keys(second.records)
     expected = truth(heavy_fake, FIRST, TODAY - dt.timedelta(days=1))
@@ -108,7 +112,7 @@ def test_given_heavy_days_when_killed_and_resumed_then_the_resume_sizes_its_firs
     state = first.states[-1]
     assert 400 <= state["events_per_day"] <= 1000  # ~600, the most of the last pieces read
     before = len(uniform_fake.export_requests)
-    second = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
+    second = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
     assert second.returncode == 0, second.stdout[-2000:]
     assert "is too large" not in second.logs()
     resumed = uniform_fake.export_requests[before:]
@@ -127,11 +131,11 @@ def test_given_a_state_claiming_a_huge_volume_when_read_then_it_costs_four_reque
     requests than without the forged value, as the README says)."""
     config = volume_config(heavy_fake)
     last = TODAY - dt.timedelta(days=1)
-    first_run = run_cli(tmp_path, "read", {**config, "end_date": HEAVY[-1].isoformat()}, mode=INCREMENTAL)
+    first_run = run_in_process(tmp_path, "read", {**config, "end_date": HEAVY[-1].isoformat()}, mode=INCREMENTAL)
     assert first_run.returncode == 0, first_run.stdout[-2000:]
     state = {**first_run.states[-1], "events_per_day": 10**10}
     before = len(heavy_fake.export_requests)
-    run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
+    run = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
     assert run.returncode == 0, run.stdout[-2000:]
     resumed = heavy_fake.export_requests[before:]
     new_days = [r for r in resumed if "mp_processing_time_ms" not in r.params.get("where", "")]
@@ -159,7 +163,7 @@ def test_given_a_forged_volume_on_a_light_month_when_read_then_a_few_requests_mo
             config = config_for(fake, start_date=first.isoformat(), end_date=last.isoformat(), date_window_size=30,
                                 window_target_events=1000, max_concurrent_requests=1)
             state = {"version": 3} if claimed is None else {"version": 3, "events_per_day": claimed}
-            run = run_cli(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
+            run = run_in_process(tmp_path, "read", config, mode=INCREMENTAL, state=state_input(state))
             assert run.returncode == 0, run.stdout[-2000:]
             delivered[claimed] = record_keys(run.records)
             assert delivered[claimed] == truth(fake, first, last)
