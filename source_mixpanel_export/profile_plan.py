@@ -75,32 +75,43 @@ class ProfilePlan:
 
     def verdict(self, rng: Range, total: int | None, sample: Sequence[int]) -> Verdict:
         """Whether a range whose page 0 reported `total` profiles (None: a full page without a total) is read
-        whole, or narrowed first. Counts page 0 against the sweep's requests when it is the sweep's."""
+        whole, or narrowed first (`next` then gives the narrower range). `sample`: page 0's `$last_seen`."""
         pages = None if total is None else total // self.page_size + 1  # Mixpanel's last page is not full
         if self.walk is not None:
-            # without a total, a range sized from the density of the one before is taken to fit; the first
-            # of a walk (no density yet) is halved until its page 0 is not full
-            if pages is None and self.walk.span is not None or pages is not None and pages <= 2 * self._range_pages:
-                return Verdict.READ
-            narrowed = narrower(rng, total, self._range_pages * self.page_size, sample, self._now)
-            if narrowed is None:  # one second, or the profiles without $last_seen: read whole
-                return Verdict.READ
-            self.walk = self.walk.narrowed(narrowed)
-            self.state = dataclasses.replace(self.state, walk=self.walk)
-            return Verdict.NARROW
+            return self._walk_verdict(rng, total, pages, sample)
+        return self._sweep_verdict(rng, total, pages, sample)
+
+    def _walk_verdict(self, rng: Range, total: int | None, pages: int | None, sample: Sequence[int]) -> Verdict:
+        """A pass or the changes: read what holds up to twice `range_pages`. Without a total, a range sized from
+        the density of the one before is taken to fit, and the first of a walk (no density yet) is halved
+        until its page 0 is not full."""
+        assert self.walk is not None
+        if (pages is None and self.walk.span is not None) or (pages is not None and pages <= 2 * self._range_pages):
+            return Verdict.READ
+        narrowed = narrower(rng, total, self._range_pages * self.page_size, sample, self._now)
+        if narrowed is None:  # one second, or the profiles without $last_seen: read whole
+            return Verdict.READ
+        self.walk = self.walk.narrowed(narrowed)
+        self.state = dataclasses.replace(self.state, walk=self.walk)
+        return Verdict.NARROW
+
+    def _sweep_verdict(self, rng: Range, total: int | None, pages: int | None, sample: Sequence[int]) -> Verdict:
+        """The sweep: page 0 is one of its requests. Read what fits in those left; narrow what does not, to what
+        is left less the narrower range's own page 0, or when nothing is left, to what the next sync can read
+        (kept in the state); a range that fits the next sync as it is waits for it. A range of unknown size is
+        read, and `more` stops it when the requests run out. One that cannot be narrowed is read whole, but
+        only as the first range of a sync's sweep (the documented exception)."""
         self.sweep_spent += 1
         left = self._sweep_requests - self.sweep_spent
         if pages is not None and pages - 1 <= left:
             self._capped = True
             return Verdict.READ
         if pages is not None and left <= 1 and pages - 1 <= self._sweep_requests - 1:
-            return self._stop_sweep()  # the next sync reads it as it is
-        # too large, or of unknown size (`more` then stops it when the sweep's requests run out); narrowed to
-        # what is left less its own page 0, or when nothing is, to what the next sync can read
+            return self._stop_sweep()
         target = left - 1 if left > 1 and pages is not None else max(self._sweep_requests - 2, 1)
         narrowed = narrower(rng, total, target * self.page_size, sample, self._now)
         self._capped = narrowed is not None
-        if pages is None or narrowed is None:  # one that cannot be narrowed is read whole, first in a sync only
+        if pages is None or narrowed is None:
             return Verdict.READ if self._capped or self._sweep_ranges == 0 else self._stop_sweep()
         self._set_sweep(self._sweep().narrowed(narrowed))
         return Verdict.NARROW if left > 1 else self._stop_sweep()
