@@ -32,7 +32,7 @@ SESSION_RESTARTS = 3  # sessions lost in one range before the sync stops
 # this (one second of $last_seen, or the profiles without one) may repeat profiles after a restart.
 REMEMBERED_IDS = 500_000
 PAGES_PAST_TOTAL = 2  # pages a session may send past what page 0's total makes (profiles added meanwhile)
-PAGES_WITHOUT_TOTAL = 500  # pages of a session whose page 0 gave no total: the profiles a range remembers
+PAGES_WITHOUT_TOTAL = 500  # pages of a session whose page 0 gave no total (of 1,000: the ids a range remembers)
 _Read = tuple[int, int | None, int, list[int]]
 
 
