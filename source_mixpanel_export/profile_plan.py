@@ -65,7 +65,7 @@ class ProfilePlan:
         """The next range to read, or None when the sync is done."""
         if self.walk is not None:
             return self.walk.next_range(self._now)
-        # a range is begun with a page 0 and a page to spare (ranges are sized to the queries of a whole sync)
+        # after its first range, a sweep begins one only with a page 0 and a page to spare
         if not self._sweeps or self.sweep_spent + (2 if self._sweep_ranges else 1) > self._sweep_requests:
             return None
         if self.state.sweep is None:  # every profile last seen before it begins (later ones: the next sweep)
@@ -108,7 +108,7 @@ class ProfilePlan:
             return Verdict.READ
         if pages is not None and left <= 1 and pages - 1 <= self._sweep_requests - 1:
             return self._stop_sweep()
-        target = left - 1 if left > 1 and pages is not None else max(self._sweep_requests - 2, 1)
+        target = left - 1 if left > 1 and pages is not None else self._sweep_requests - 2  # K >= 3 (config)
         narrowed = narrower(rng, total, target * self.page_size, sample, self._now)
         self._capped = narrowed is not None
         if pages is None or narrowed is None:

@@ -6,7 +6,7 @@
               "span": 86400, "started": "2024-06-01T12:00:00"},   # a pass or changes walk under way
                                     # ("to": where its next range ends, when that range was narrowed)
      "sweep": {"from": null, "unseen_done": false, "span": null,
-               "started": "2024-06-01T12:00:00", "until": "2024-06-01T11:00:00"}}
+               "started": "2024-06-01T12:00:00", "until": "2024-06-01T12:00:00"}}
 
 Times are UTC, written as profiles write `$last_seen`. Every key but `version` may be left out: `{}` (or
 no state) starts a full pass. A STATE is written after every range read whole, so a killed or stopped

@@ -27,9 +27,8 @@ class Cancelled(Exception):
 class Waits:
     """Waits between the attempts of one API's requests (see the module docstring).
 
-    `unit` names what a request is for in the errors ("window", "profiles range"); `quota` is the advice
-    after a 429 that does not go away (which budget to lower); `rand` is the backoff's jitter (injected, so
-    tests know each wait exactly).
+    `quota` is the advice after a 429 that does not go away (which budget to lower); `rand` is the
+    backoff's jitter (injected, so tests know each wait exactly).
     """
 
     def __init__(
