@@ -11,8 +11,8 @@ last page, and moves its cursor past each range once it is read whole (the STATE
   exactly one range;
 - a range holds about `target` profiles: it is sized from the density of the range before it, and a
   range whose page 0 reports far more (`total`) is narrowed before it is read (that page 0 is the
-  one request it costs). One second of `$last_seen`, or the profiles without one, cannot be narrowed
-  and are read whole however many they are.
+  one request it costs). One second of `$last_seen`, the profiles without one, and those whose `$last_seen`
+  is no date (with any before 2009) cannot be narrowed and are read whole however many they are.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from .profiles import LAST_SEEN, mixpanel_time
 
 MAX_SPAN_SECONDS = 20 * 366 * 86_400  # a range covers at most 20 years of $last_seen
-NARROW_AT_MOST = 0.5  # a narrowed range holds at most half of the profiles (or seconds) of the one it replaces
+NARROW_AT_MOST = 0.5  # a narrowed range is aimed at half the profiles (or seconds) of the one it replaces, at most
 MIN_SAMPLE = 20  # page 0's profiles in a range that show where its profiles lie (a page holds 1,000)
-EMPTY_GROWTH = 4  # an empty range: the next one covers this many times its span
-# Without a lower bound and without a sample, a range is narrowed from here: Mixpanel was launched in 2009.
+SORTED_AT_LEAST = 0.9  # page 0's steps of $last_seen going one way, for it to count as sorted by it
+EDGE = 5  # page 0's newest (oldest) profiles whose gaps show how far beyond them a fair sample would reach
+EDGE_GAPS = 10  # ...and how many such gaps beyond them show that page 0 holds the oldest (newest) profiles
+# Where a range without a lower bound is taken to start when its profiles do not show: Mixpanel's launch, 2009.
 FLOOR_SECONDS = int(dt.datetime(2009, 1, 1, tzinfo=dt.UTC).timestamp())
 _PROPERTY = f'properties["{LAST_SEEN}"]'
 
@@ -76,7 +78,9 @@ class Walk:
     `started` when the walk began (epoch seconds; a pass or changes walk's next watermark comes from
     it); `end` where it stops (exclusive; None: it ends with an open-ended range); `to` where the next
     range ends once narrowed (kept in the state, so that a sweep that runs out of requests while
-    narrowing starts the next sync from the narrower range, not from the one too large).
+    narrowing starts the next sync from the narrower range, not from the one too large), and then
+    `span` the seconds from `to` to the end of the range found too large (None: open-ended): if the
+    narrower range is empty, the rest of that one comes next, and its page 0 narrows it again.
     """
 
     kind: str
@@ -107,49 +111,111 @@ class Walk:
 
     def after(self, done: Range, total: int, target: int, now: int, earliest: int | None = None) -> Walk | None:
         """The walk once `done` is read whole (`total` profiles in it), or None when it was the last range.
-        `earliest`: the earliest `$last_seen` seen in it, where its density starts when it has no lower bound."""
+        `earliest`: the earliest date of `$last_seen` in it, where its density starts when it has no lower bound."""
         if done.unseen:
             return dataclasses.replace(self, unseen_done=True)
         if done.hi is None or (self.end is not None and done.hi >= self.end):
             return None
         lo = done.lo
-        if lo is None and earliest is not None and earliest < done.hi:
-            lo = earliest
-        elif lo is None:  # from Mixpanel's launch; or, for older times, from 1970, or as far as a range reaches
-            lo = max(t for t in (FLOOR_SECONDS, 0, done.hi - MAX_SPAN_SECONDS) if t < done.hi)
-        span = next_span(done.hi - lo, total, target)
+        if lo is None:
+            lo = earliest if earliest is not None and earliest < done.hi else floor_of(done.hi)
+        # empty: the rest of the range it was narrowed from, or up to the end; narrowed in turn
+        rest = self.span if self.to is not None else None
+        span = next_span(done.hi - lo, total, target) if total else rest
         return dataclasses.replace(self, cursor=done.hi, span=span, to=None)
 
-    def narrowed(self, rng: Range) -> Walk:
-        """The walk reading `rng` (a narrower range from the same start) next, instead of its planned range."""
-        return dataclasses.replace(self, to=rng.hi)
+    def narrowed(self, rng: Range, was: Range) -> Walk:
+        """The walk reading `rng` (a narrower range from the same start) next, instead of `was`."""
+        assert rng.hi is not None
+        rest = min(was.hi - rng.hi, MAX_SPAN_SECONDS) if was.hi is not None else None
+        return dataclasses.replace(self, to=rng.hi, span=rest)
 
 
 def next_span(covered: int, total: int, target: int) -> int:
     """The seconds the next range should cover to hold about `target` profiles, if it is as dense as the
-    last one, which covered `covered` seconds and held `total` (an empty one: EMPTY_GROWTH times more)."""
-    span = covered * EMPTY_GROWTH if total == 0 else covered * target // total
+    last one, which covered `covered` seconds and held `total` (at least one)."""
+    span = covered * target // total
     return min(max(span, 1), MAX_SPAN_SECONDS)
 
 
-def narrower(rng: Range, total: int | None, target: int, sample: Sequence[int], now: int) -> Range | None:
+def floor_of(hi: int) -> int:
+    """Where a range without a lower bound that ends at `hi` is taken to start when its profiles do not show
+    it: Mixpanel's launch; or, for older times, 1970, or as far back as a range reaches."""
+    return max(t for t in (FLOOR_SECONDS, 0, hi - MAX_SPAN_SECONDS) if t < hi)
+
+
+def narrower(rng: Range, total: int | None, target: int, sample: Sequence[int | None], now: int) -> Range | None:
     """A range to read instead of `rng`, whose page 0 reported `total` profiles (None: a full page, and no
     total) where about `target` fit; None when it cannot be narrowed (the unseen profiles, one second).
 
-    The new range keeps the start and ends where the share `target` is of `total` (at most half) of page
-    0's profiles (`sample`, their `$last_seen`) lie below: a range's profiles are seldom spread evenly
-    (most were seen lately), and page 0 shows where they are; it ends before the old one, so repeated
-    narrowing ends. With too few of them in the range, or no total, it covers that share of the seconds
-    instead. Without a lower bound, the earliest of `sample` stands in for it, or FLOOR_SECONDS.
+    The new range keeps the start and ends before the old one, so repeated narrowing ends; page 0's profiles
+    tell where (`sample`: their `$last_seen` in the page's order, None for no date; see `_end`). A range
+    without a lower bound is taken to start at the earlier of its earliest date in page 0 and `floor_of`
+    (not at page 0's earliest alone: page 0 may hold only the newest), and its profiles whose `$last_seen`
+    is no date count as earlier than any date.
     """
     if rng.unseen:
         return None
-    lo = rng.lo if rng.lo is not None else min(min(sample, default=FLOOR_SECONDS), now)
-    hi = rng.hi if rng.hi is not None else max(now, lo) + 1
+    dated = [s for s in sample if s is not None and (rng.lo is None or s >= rng.lo)]
+    hi = rng.hi if rng.hi is not None else max([now, *dated]) + 1
+    dated = [s for s in dated if s < hi]
+    lo = rng.lo if rng.lo is not None else min([floor_of(hi), *dated])
     if hi - lo <= 1:
         return None
+    undated = sum(s is None for s in sample) if rng.lo is None else 0
+    end = _end(lo, hi, total, target, dated, undated)
+    return Range(rng.lo, min(max(end, lo + 1), hi - 1))
+
+
+def _end(lo: int, hi: int, total: int | None, target: int, dated: list[int], undated: int) -> int:
+    """Where a range from `lo` to `hi` ends once narrowed to about `target` of its `total` profiles. Page 0
+    shows `dated` (in the page's order) and `undated` of them; Mixpanel documents no order for a page:
+    - in no order of `$last_seen`, page 0 is a fair sample: the end is where the share that fits of it lies
+      below (a range's profiles are seldom spread evenly: most were seen lately);
+    - sorted by it, page 0 holds the oldest or the newest profiles: the end is counted among the oldest when
+      enough of those fit, else placed in the seconds past them or before the newest, as far as the rest
+      would reach at page 0's own density (halving the seconds when the rest must be denser than that);
+    - too few of them, or no total: that share of the seconds.
+    """
     share = min(target / total, NARROW_AT_MOST) if total else NARROW_AT_MOST
-    inside = sorted(s for s in sample if lo <= s < hi)
-    if total and len(inside) >= MIN_SAMPLE:
-        return Range(rng.lo, min(max(inside[int(len(inside) * share)], lo + 1), hi - 1))
-    return Range(rng.lo, lo + max(int((hi - lo) * share), 1))
+    seen = len(dated) + undated
+    if not total or seen < MIN_SAMPLE:
+        return lo + max(int((hi - lo) * share), 1)
+    ascending = sorted(dated)
+    order = _order(dated, lo, hi)
+    rest = max(total - seen, 1)  # the profiles page 0 does not show
+    reach = rest * (ascending[-1] - ascending[0] + 1) // len(dated) if dated else hi - lo  # their seconds
+    if order > 0 and target < seen:  # among the oldest
+        return lo + 1 if target < undated else ascending[target - undated]
+    if order > 0:  # past the oldest
+        start = ascending[-1] + 1
+        return start + int((min(hi, start + reach) - start) * min((target - seen) / rest, NARROW_AT_MOST))
+    if order < 0:  # before the newest
+        end = ascending[0]
+        if end - reach < lo:
+            return lo + int((end - lo) * max(min(target / rest, 1.0), NARROW_AT_MOST))
+        start = end - reach
+        return start + int((end - start) * min(target / rest, 1.0))
+    index = int(seen * share)
+    return lo + 1 if index < undated else ascending[index - undated]
+
+
+def _order(dated: Sequence[int], lo: int, hi: int) -> int:
+    """1 when page 0 holds the oldest profiles of the range from `lo` to `hi`, -1 the newest, 0 a fair sample.
+
+    Sorted means SORTED_AT_LEAST of the steps between neighbours that differ go one way, at least MIN_SAMPLE
+    of them (20 steps of a fair sample go one way that often less than once in 10^5). But a page sorted
+    within itself may still be a fair sample: it is taken as the oldest only if the seconds above it are
+    many times (EDGE_GAPS) the gaps between its newest few, which a fair sample would not leave (and the
+    newest likewise)."""
+    steps = [b > a for a, b in zip(dated, dated[1:], strict=False) if a != b]
+    if len(steps) < MIN_SAMPLE:
+        return 0
+    up = sum(steps) / len(steps)
+    ascending = sorted(dated)
+    top, bottom = ascending[-1] - ascending[-EDGE], ascending[EDGE - 1] - ascending[0]  # EDGE - 1 gaps each
+    if up >= SORTED_AT_LEAST and hi - 1 - ascending[-1] > EDGE_GAPS * max(top, EDGE - 1) / (EDGE - 1):
+        return 1
+    if up <= 1 - SORTED_AT_LEAST and ascending[0] - lo > EDGE_GAPS * max(bottom, EDGE - 1) / (EDGE - 1):
+        return -1
+    return 0

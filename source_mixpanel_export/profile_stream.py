@@ -33,7 +33,7 @@ SESSION_RESTARTS = 3  # sessions lost in one range before the sync stops
 REMEMBERED_IDS = 500_000
 PAGES_PAST_TOTAL = 2  # pages a session may send past what page 0's total makes (profiles added meanwhile)
 PAGES_WITHOUT_TOTAL = 500  # pages of a session whose page 0 gave no total (of 1,000: the ids a range remembers)
-_Read = tuple[int, int | None, int, list[int]]
+_Read = tuple[int, int | None, int, int | None]
 
 
 class ProfileReader:
@@ -72,8 +72,8 @@ class ProfileReader:
             read = yield from self._range(rng, plan)
             if read is None:
                 continue  # narrowed, or the sweep stopped: the plan knows
-            count, total, requests, sample = read
-            written = plan.read(rng, count, requests, sample)
+            count, total, requests, earliest = read
+            written = plan.read(rng, count, requests, earliest)
             yield state_message(written, NAME)
             counted = "page 0 gave no total" if total is None else f"of {total} (page 0's total)"
             self._logger.info(
@@ -87,16 +87,16 @@ class ProfileReader:
 
     def _range(self, rng: Range, plan: ProfilePlan) -> Generator[Item, None, _Read | None]:
         """Read `rng` from page 0 to its last page in one session (a new one if Mixpanel loses it), emitting
-        each page's profiles; (profiles emitted, page 0's total, requests, page 0's `$last_seen`), or None
-        when the plan narrows it or stops it."""
+        each page's profiles; (profiles emitted, page 0's total, requests, the earliest date of `$last_seen`),
+        or None when the plan narrows it or stops it."""
         page = self._page(rng, 0, None)
         plan.page_size = page.page_size
         total = page.total if page.total is not None or page.full() else len(page.records)
-        sample = [s for r in page.records if (s := last_seen_seconds(r["properties"].get(LAST_SEEN))) is not None]
+        sample = _last_seen(page)
         if plan.verdict(rng, total, sample) is not Verdict.READ:
             return None
         emitted: set[str] = set()
-        count, requests, number, restarts = 0, 1, 0, 0
+        count, requests, number, restarts, earliest = 0, 1, 0, 0, None
         while True:
             # only after a restart: one session never repeats a profile (4 and "4" are two, with one key)
             fresh = [r for r in page.records if r["distinct_id"] not in emitted] if restarts else page.records
@@ -107,9 +107,10 @@ class ProfileReader:
                 emitted.update(r["distinct_id"] for r in fresh)
             repeated = not restarts and known < REMEMBERED_IDS and len(emitted) == known
             count += len(fresh)
+            earliest = _earliest(earliest, _last_seen(page))
             if not page.full():
-                return count, total, requests, sample
-            self._check_paging(rng, page, number, total, repeated)
+                return count, total, requests, earliest
+            self._check_paging(rng, page, number, total, plan.page_size, repeated)
             if not plan.more(requests, rng, sample):
                 return None
             number += 1
@@ -133,13 +134,14 @@ class ProfileReader:
                 page = self._page(rng, 0, None)
 
     @staticmethod
-    def _check_paging(rng: Range, page: Page, number: int, total: int | None, repeated: bool) -> None:
-        """A full page asks for the next one: not past page 0's total, and not when it brought no profile
-        the session had not sent already (a server that pages for ever would hold the sync for ever)."""
+    def _check_paging(rng: Range, page: Page, number: int, total: int | None, page_size: int, repeated: bool) -> None:
+        """A full page asks for the next one: not past page 0's total in page 0's page size, and not when it
+        brought no profile the session had not sent already (a server that pages for ever would hold the sync
+        for ever)."""
         what = f"Page {number} of profiles {rng.label()}"
         if page.session_id is None:
             raise system_error(f"{what} is full but names no session_id.")
-        if total is not None and number >= total // page.page_size + PAGES_PAST_TOTAL:
+        if total is not None and number >= total // page_size + PAGES_PAST_TOTAL:
             raise system_error(f"{what} is full, yet page 0 counted {total} profiles: Mixpanel's paging does not end.")
         if total is None and number + 1 >= PAGES_WITHOUT_TOTAL:
             raise system_error(f"{what} is full, and page 0 gave no total: Mixpanel's paging does not end.")
@@ -159,3 +161,12 @@ class ProfileReader:
             raise Cancelled()
         self._requests += 1
         return self._client.page(form, f"profiles {rng.label()} page {number}")
+
+
+def _last_seen(page: Page) -> list[int | None]:
+    """The page's `$last_seen` as epoch seconds, in its order (None: none, or no date)."""
+    return [last_seen_seconds(r["properties"].get(LAST_SEEN)) for r in page.records]
+
+
+def _earliest(earliest: int | None, seen: list[int | None]) -> int | None:
+    return min((s for s in (earliest, *seen) if s is not None), default=None)

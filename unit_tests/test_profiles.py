@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import re
 from typing import Any
 
@@ -121,8 +122,8 @@ def test_given_a_sweep_when_planned_then_its_ranges_stop_at_its_end() -> None:
 
 @pytest.mark.parametrize(
     ("covered", "total", "target", "span"),
-    [(1000, 100, 1000, 10_000), (1000, 10_000, 1000, 100), (10, 0, 1000, 40), (1, 10**9, 1, 1),
-     (MAX_SPAN_SECONDS, 0, 5, MAX_SPAN_SECONDS)],
+    [(1000, 100, 1000, 10_000), (1000, 10_000, 1000, 100), (1, 10**9, 1, 1),
+     (MAX_SPAN_SECONDS, 1, 5, MAX_SPAN_SECONDS)],
 )
 def test_given_a_range_read_when_the_next_is_sized_then_by_its_density(covered: int, total: int, target: int,
                                                                         span: int) -> None:
@@ -136,11 +137,55 @@ def test_given_too_many_profiles_when_narrowed_then_the_start_is_kept_and_at_mos
     assert narrower(Range(unseen=True), 10**6, 100, [], NOW) is None
 
 
-def test_given_no_lower_bound_when_narrowed_then_the_sample_or_the_floor_stands_in() -> None:
-    narrowed = narrower(Range(None, None), 4000, 1000, [NOW - 400, NOW - 1000], NOW)
-    assert narrowed == Range(None, NOW - 1000 + 250)
+def test_given_no_lower_bound_when_narrowed_then_the_floor_or_an_earlier_date_stands_in() -> None:
     quarter = FLOOR_SECONDS + (NOW + 1 - FLOOR_SECONDS) // 4
+    assert narrower(Range(None, None), 4000, 1000, [NOW - 400, NOW - 1000], NOW) == Range(None, quarter)
     assert narrower(Range(None, None), 4000, 1000, [], NOW) == Range(None, quarter)
+    old = FLOOR_SECONDS - 400 * DAY  # a date before 2009 is earlier than the floor
+    assert narrower(Range(None, None), 4000, 1000, [old], NOW) == Range(None, old + (NOW + 1 - old) // 4)
+
+
+def test_given_page_0_all_in_the_last_second_when_a_range_without_start_is_narrowed_then_it_still_narrows() -> None:
+    """Page 0 sorted newest first shows only the latest second: that is no lower bound (it was read whole)."""
+    assert narrower(Range(None, None), 16_150, 200, [NOW] * 100, NOW) == Range(None, NOW)
+    assert narrower(Range(None, NOW + 1), 16_150, 200, [NOW] * 100, NOW) == Range(None, NOW)
+
+
+def test_given_page_0_all_undated_when_narrowed_then_down_to_the_floor_then_read_whole() -> None:
+    """Profiles whose `$last_seen` is no date lie below every date: two narrowings, not one per halving."""
+    first = narrower(Range(None, None), 5000, 1000, [None] * 100, NOW)
+    assert first == Range(None, FLOOR_SECONDS + 1)
+    assert narrower(first, 5000, 1000, [None] * 100, NOW) is None
+
+
+def _profiles(count: int, seed: int) -> list[int]:
+    """`$last_seen` of a project's profiles: 90% in the 3 days before NOW, the rest over the 2 years before."""
+    rng = random.Random(seed)
+    return [NOW - (rng.randrange(3 * DAY) if rng.random() < 0.9 else rng.randrange(730 * DAY)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("order", ["none", "oldest first", "newest first"])
+@pytest.mark.parametrize("start", [None, NOW - 731 * DAY])
+def test_given_page_0_in_any_order_when_narrowed_then_few_narrowings_to_a_range_that_fits(
+    order: str, start: int | None
+) -> None:
+    """Mixpanel documents no order for a page: a fair sample places the end by its quantile, a sorted one
+    counts from the oldest or the newest it shows. 16,150 profiles, 200 fit, page 0 of 100."""
+    profiles = _profiles(16_150, 1)
+    rng: Range | None = Range(start, None)
+    for narrowings in range(1, 6):
+        assert rng is not None
+        inside = [s for s in profiles if (rng.lo is None or s >= rng.lo) and (rng.hi is None or s < rng.hi)]
+        if order == "none":
+            random.Random(narrowings).shuffle(inside)
+        else:
+            inside.sort(reverse=order == "newest first")
+        rng = narrower(rng, len(inside), 200, inside[:100], NOW)
+        assert rng is not None
+        held = sum((rng.lo is None or s >= rng.lo) and rng.hi is not None and s < rng.hi for s in profiles)
+        if held <= 200:
+            break
+    assert narrowings <= 5 and held <= 200
 
 
 def test_given_repeated_narrowing_when_nothing_fits_then_it_ends_at_one_second() -> None:
@@ -319,10 +364,14 @@ def test_given_a_pass_without_totals_when_judged_then_its_first_range_halves_and
     plan.read(Range(unseen=True), 0, 1)
     assert plan.verdict(Range(None, None), None, [NOW - 400 * DAY]) is Verdict.NARROW
     half = plan.next()
-    assert half == Range(None, NOW - 200 * DAY)
-    assert plan.verdict(half, 30, [NOW - 300 * DAY]) is Verdict.READ
-    plan.read(half, 30, 1, [NOW - 300 * DAY])
-    assert plan.walk is not None and plan.walk.span == 100 * DAY * 25_000 // 30 or plan.walk.span == MAX_SPAN_SECONDS
+    assert half == Range(None, FLOOR_SECONDS + (NOW + 1 - FLOOR_SECONDS) // 2)
+    assert plan.verdict(half, None, [NOW - 300 * DAY]) is Verdict.NARROW  # still full: halved again
+    quarter = plan.next()
+    assert quarter is not None and quarter.hi is not None and plan.verdict(quarter, 30, []) is Verdict.READ
+    plan.read(quarter, 30, 1, FLOOR_SECONDS + DAY)
+    assert plan.walk is not None and plan.walk.span == min(
+        (quarter.hi - FLOOR_SECONDS - DAY) * 25_000 // 30, MAX_SPAN_SECONDS
+    )
     later = plan.next()
     assert later is not None and plan.verdict(later, None, []) is Verdict.READ
 
@@ -335,8 +384,21 @@ def test_given_a_range_without_lower_bound_when_read_then_density_from_its_earli
     assert old is not None and old.span == MAX_SPAN_SECONDS  # (was 1 second: an empty range's growth, many times)
 
 
+def test_given_a_narrowed_range_found_empty_when_read_then_the_rest_of_the_one_too_large_comes_next() -> None:
+    """An empty range tells nothing of density: the next is what is left of the range it was narrowed from
+    (its page 0 narrows it in turn), or, not narrowed, everything up to the walk's end."""
+    walk = Walk("sweep", NOW - 100 * DAY, True, DAY, NOW, end=NOW)
+    narrowed = walk.narrowed(Range(NOW - 100 * DAY, NOW - 80 * DAY), Range(NOW - 100 * DAY, NOW - 50 * DAY))
+    after = narrowed.after(Range(NOW - 100 * DAY, NOW - 80 * DAY), 0, 1000, NOW)
+    assert after is not None and after.next_range(NOW) == Range(NOW - 80 * DAY, NOW - 50 * DAY)
+    plain = walk.after(Range(NOW - 100 * DAY, NOW - 99 * DAY), 0, 1000, NOW)
+    assert plain is not None and plain.next_range(NOW) == Range(NOW - 99 * DAY, NOW)
+
+
 def test_given_a_narrowed_walk_when_written_then_read_back_with_its_end() -> None:
-    walk = Walk("pass", NOW - 10 * DAY, True, DAY, NOW).narrowed(Range(NOW - 10 * DAY, NOW - 9 * DAY - 3600))
+    walk = Walk("pass", NOW - 10 * DAY, True, DAY, NOW).narrowed(
+        Range(NOW - 10 * DAY, NOW - 9 * DAY - 3600), Range(NOW - 10 * DAY, NOW - 9 * DAY)
+    )
     raw = ProfileState(walk=walk).to_dict()
     assert raw["walk"]["to"] == "2024-05-23T11:00:00"
     assert parse_profile_state(raw, NOW) == ProfileState(walk=walk)
