@@ -113,19 +113,91 @@ def active_project(count: int, seed: int = 1) -> list[FakeProfile]:
     return [FakeProfile(f"user-{i}", {"$last_seen": time}) for i, time in enumerate(seen)]
 
 
+def in_order(profiles: list[FakeProfile], order: str) -> list[FakeProfile]:
+    """The profiles as the fake stores, and so pages, them: as given, or by `$last_seen`."""
+    if order == "as stored":
+        return profiles
+    return sorted(profiles, key=lambda p: p.properties["$last_seen"], reverse=order == "newest first")
+
+
+@pytest.mark.parametrize("order", ["as stored", "oldest first", "newest first"])
 def test_given_most_profiles_recently_active_when_swept_then_each_is_read_again_within_p_syncs(
-    tmp_path: Path,
+    tmp_path: Path, order: str
 ) -> None:
     """Ranges sized by the sparse years reach into the dense last days: a range is narrowed where page 0's
     profiles show the share that fits, not by its average density (which read a few dozen profiles a sync and
-    took 9 syncs here, P being 5)."""
-    profiles = active_project(3000)
+    took 9 syncs here, P being 5). Mixpanel documents no order for a page: sorted by `$last_seen`, page 0
+    holds the oldest or the newest, and the cut is counted from them (newest first, 1,615 profiles were not
+    read again in P syncs when page 0 was taken as a fair sample)."""
+    profiles = in_order(active_project(3000), order)
     with make_fake([], profiles=profiles, now_ms=NOW, engage_page_size=PAGE) as fake:
         pending = {p.distinct_id for p in profiles}
         for number, (run, requests) in enumerate(hourly_syncs(tmp_path, fake, sweep_bound(3000, 10)), 1):
             assert requests <= 1 + 10, (number, requests)
             pending -= {r["distinct_id"] for r in run.records}
         assert not pending, f"{len(pending)} profiles not read again within P = {sweep_bound(3000, 10)} syncs"
+
+
+def a_year_and_its_last_second() -> list[FakeProfile]:
+    """1,500 profiles over the last year and 150 in one second just before the sync, newest first: page 0 of a
+    range without a lower bound holds only that second."""
+    last = NOW - 2 * HOUR_MS
+    spread = [FakeProfile(f"year-{i}", {"$last_seen": mixpanel_time(last - 1000 - i * 21_000_000)})
+              for i in range(1500)]
+    burst = [FakeProfile(f"burst-{i}", {"$last_seen": mixpanel_time(last)}) for i in range(150)]
+    return burst + spread
+
+
+def test_given_page_0_holding_only_the_last_second_when_read_then_ranges_keep_their_size_and_the_sweep_its_bound(
+    tmp_path: Path,
+) -> None:
+    """That second was taken as the lower bound of a range without one, which then could not be narrowed: a
+    year was read as one range of 17 pages (`profile_range_pages` 2), and the sweep sent 18 queries (K 4)."""
+    with make_fake([], profiles=a_year_and_its_last_second(), now_ms=NOW, engage_page_size=PAGE) as fake:
+        fake.reset_requests()
+        full = sync(tmp_path, fake, FULL_REFRESH, profile_range_pages=2)
+        assert full.returncode == 0, full.logs()[-2000:]
+        assert sorted(r["distinct_id"] for r in full.records) == sorted(p.distinct_id for p in fake.profiles)
+        per_range: dict[str, int] = {}
+        for request in fake.engage_requests:
+            per_range[request.params["where"]] = per_range.get(request.params["where"], 0) + 1
+        assert max(per_range.values()) <= 2 * 2, per_range  # at most twice `profile_range_pages`
+        for number, (_, requests) in enumerate(hourly_syncs(tmp_path, fake, 6, profile_sweep_requests=4), 1):
+            assert requests <= 1 + 4, (number, requests)
+
+
+def test_given_pages_newest_first_when_a_pass_reads_them_then_about_one_first_page_per_range(tmp_path: Path) -> None:
+    """Each range costs its page 0, and a narrowing one more: a pass of 4,000 profiles in ranges of a page of
+    100 needs 40 ranges. Newest first, page 0 taken as a fair sample sent 5 times as many first pages."""
+    profiles = in_order(active_project(4000, seed=4), "newest first")
+    with make_fake([], profiles=profiles, now_ms=NOW, engage_page_size=PAGE) as fake:
+        fake.reset_requests()
+        run = sync(tmp_path, fake, FULL_REFRESH, profile_range_pages=1)
+        assert run.returncode == 0, run.logs()[-2000:]
+        assert len(run.records) == 4000
+        first_pages = sum(r.params.get("page") == "0" for r in fake.engage_requests)
+        print(f"first pages: {first_pages}")
+        assert first_pages <= 1.5 * 4000 / PAGE, first_pages
+
+
+def test_given_many_profiles_whose_last_seen_is_no_date_when_read_then_two_narrowings_then_read_whole(
+    tmp_path: Path,
+) -> None:
+    """Profiles whose `$last_seen` is no date lie in the first dated range, below every date. More of them than a
+    range holds cost two narrowings, not one a halving of the years since 2009 (about 28 a sweep cycle)."""
+    undated = [FakeProfile(f"undated-{i}", {"$last_seen": "unknown"}) for i in range(1000)]
+    dated = [FakeProfile(f"dated-{i}", {"$last_seen": mixpanel_time(NOW - 3 * HOUR_MS - i * 600_000)})
+             for i in range(300)]
+    with make_fake([], profiles=undated + dated, now_ms=NOW, engage_page_size=PAGE) as fake:
+        fake.reset_requests()
+        full = sync(tmp_path, fake, FULL_REFRESH, profile_range_pages=2)
+        assert full.returncode == 0, full.logs()[-2000:]
+        assert sorted(r["distinct_id"] for r in full.records) == sorted(p.distinct_id for p in fake.profiles)
+        first_pages = sum(r.params.get("page") == "0" for r in fake.engage_requests)
+        assert first_pages <= 1 + 3 + 300 // (2 * PAGE) + 3, first_pages  # unseen, 2 narrowings and 1 read, dated
+        for number, (_, requests) in enumerate(hourly_syncs(tmp_path, fake, 4, profile_sweep_requests=4), 1):
+            # the documented exception: read whole, first of its sync's sweep, after at most K - 2 narrowings
+            assert requests <= 1 + 4 or requests <= 1 + 2 + 1 + 1000 // PAGE, (number, requests)
 
 
 def test_given_a_session_lost_at_the_sweeps_last_query_when_read_then_no_restart_past_its_bound(
@@ -340,6 +412,23 @@ def test_given_paging_that_never_ends_when_read_then_it_stops_with_a_clear_error
     run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
     assert run.returncode != 0 and words in run.errors[-1]["message"], run.errors
     assert "Traceback" not in run.errors[-1]["message"] and server.requests.count <= 500
+
+
+def test_given_a_page_size_that_shrinks_within_a_session_when_read_then_paging_stops_at_page_0s_count(
+    tmp_path: Path, engage: Any
+) -> None:
+    """Page 0 counts 200 profiles in pages of 100; later pages say pages of 1, each full and new. The paging cap
+    is page 0's: 200 // 100 + 2 pages (it took each page's own size: 204 requests)."""
+
+    def pages(handler: Any, n: int) -> None:
+        first = n == 1  # requests count from 1
+        ids = [f"id{i}" for i in range(100)] if first else [f"more{n}"]
+        answer(handler, 200, engage_page(ids, 200 if first else None, page_size=100 if first else 1))
+
+    server = engage(pages)
+    run = sync(tmp_path, server, FULL_REFRESH, max_retry_seconds=3)
+    assert run.returncode != 0 and "page 0 counted 200 profiles" in run.errors[-1]["message"], run.errors
+    assert server.requests.count <= 200 // 100 + 3, server.requests.count
 
 
 def test_given_a_400_naming_a_session_at_page_0_when_read_then_a_clear_error(tmp_path: Path, engage: Any) -> None:

@@ -35,7 +35,8 @@ SHAPES: dict[str, Shape] = {
     ),
 }
 ORDERS = {"in no order": None, "oldest first": False, "newest first": True, "each page sorted": "pages"}
-EXTRA_SYNCS = {"in no order": 1, "oldest first": 1, "newest first": 2, "each page sorted": 1}  # past P, as the docs state
+# syncs past P, as docs/mixpanel-export.md states
+EXTRA_SYNCS = {"in no order": 1, "oldest first": 1, "newest first": 2, "each page sorted": 1}
 
 
 def held(profiles: list[int], rng: Range) -> list[int]:
