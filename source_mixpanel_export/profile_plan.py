@@ -94,7 +94,7 @@ class ProfilePlan:
         if (pages is None and sized) or (pages is not None and pages <= 2 * self._range_pages):
             return Verdict.READ
         narrowed = narrower(rng, total, self._range_pages * self.page_size, sample, self._now)
-        if narrowed is None:  # one second, or the profiles without $last_seen: read whole
+        if narrowed is None:  # one second, or the profiles without $last_seen or with no date: read whole
             return Verdict.READ
         self.walk = self.walk.narrowed(narrowed, rng)
         self.state = dataclasses.replace(self.state, walk=self.walk)

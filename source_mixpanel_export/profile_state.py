@@ -4,7 +4,8 @@
      "watermark": "2024-06-01T11:00:00",            # the next changes walk reads $last_seen from here on
      "walk": {"kind": "pass", "from": "2023-01-01T00:00:00", "unseen_done": true,
               "span": 86400, "started": "2024-06-01T12:00:00"},   # a pass or changes walk under way
-                                    # ("to": where its next range ends, when that range was narrowed)
+                                    # ("to": where its next range ends, when that range was narrowed;
+                                    #  "span" is then the rest of the range found too large)
      "sweep": {"from": null, "unseen_done": false, "span": null,
                "started": "2024-06-01T12:00:00", "until": "2024-06-01T12:00:00"}}
 
