@@ -25,6 +25,7 @@ from .profile_state import ProfileState
 
 MARGIN_SECONDS = 3600  # the next changes walk starts this long before this one did
 DEFAULT_PAGE_SIZE = 1000  # Mixpanel's; each answer says its own
+MISLED_AT = 0.75  # a narrowing aims at half a range's profiles or fewer: keeping more than this, it was misled
 
 
 class Verdict(enum.Enum):
@@ -93,7 +94,7 @@ class ProfilePlan:
         sized = self.walk.span is not None and self.walk.to is None  # from the density of the range before
         if (pages is None and sized) or (pages is not None and pages <= 2 * self._range_pages):
             return Verdict.READ
-        narrowed = narrower(rng, total, self._range_pages * self.page_size, sample, self._now)
+        narrowed = narrower(rng, total, self._range_pages * self.page_size, sample, self._now, self._misled(rng, total))
         if narrowed is None:  # one second, or the profiles without $last_seen or with no date: read whole
             return Verdict.READ
         self.walk = self.walk.narrowed(narrowed, rng)
@@ -117,7 +118,7 @@ class ProfilePlan:
         if pages is not None and left <= 1 and pages - 1 <= self._sweep_requests - 1:
             return self._stop_sweep()
         target = self._sweep_size(left if left > 1 and pages is not None else None)
-        narrowed = narrower(rng, total, target, sample, self._now)
+        narrowed = narrower(rng, total, target, sample, self._now, self._misled(rng, total))
         self._capped = narrowed is not None
         if pages is None or narrowed is None:
             return Verdict.READ if self._capped or self._sweep_ranges == 0 else self._stop_sweep()
@@ -138,6 +139,12 @@ class ProfilePlan:
             self._set_sweep(self._sweep().narrowed(narrowed, rng))
         self._stop_sweep()
         return False
+
+    def _misled(self, rng: Range, total: int | None) -> bool:
+        """Whether `rng`, narrowed from the last range too large in this sync, holds over MISLED_AT of its profiles:
+        that narrowing misjudged page 0 (a fair sample, it seemed; the newest, in fact)."""
+        last = self._too_large
+        return last is not None and total is not None and last[0].lo == rng.lo and total > MISLED_AT * last[1]
 
     def _sweep_size(self, left: int | None) -> int:
         """The profiles a sweep range is sized for: what `left` queries of this sync read less the range's page

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -144,30 +146,35 @@ def floor_of(hi: int) -> int:
     return max(t for t in (FLOOR_SECONDS, 0, hi - MAX_SPAN_SECONDS) if t < hi)
 
 
-def narrower(rng: Range, total: int | None, target: int, sample: Sequence[int | None], now: int) -> Range | None:
+def narrower(
+    rng: Range, total: int | None, target: int, sample: Sequence[int | None], now: int, misled: bool = False
+) -> Range | None:
     """A range to read instead of `rng`, whose page 0 reported `total` profiles (None: a full page, and no
     total) where about `target` fit; None when it cannot be narrowed (the unseen profiles, one second).
 
-    The new range keeps the start and ends before the old one, so repeated narrowing ends; page 0's profiles
-    tell where (`sample`: their `$last_seen` in the page's order, None for no date; see `_end`). A range
-    without a lower bound is taken to start at the earlier of its earliest date in page 0 and `floor_of`
-    (not at page 0's earliest alone: page 0 may hold only the newest), and its profiles whose `$last_seen`
-    is no date count as earlier than any date.
+    The new range keeps the start and ends before the old one, and at `now` at the latest, so repeated
+    narrowing ends; page 0's profiles tell where (`sample`: their `$last_seen` in the page's order, None for
+    no date; see `_end`). A range without a lower bound is taken to start at the earlier of its earliest date
+    in page 0 and `floor_of` (not at page 0's earliest alone: page 0 may hold only the newest), and its
+    profiles whose `$last_seen` is no date count as earlier than any date. Profiles last seen after `now`
+    are read, whole, in the walk's last range. `misled`: the last narrowing of this range barely shrank it, so
+    its page 0 was misread: one that looked sorted oldest first was a fair sample (of profiles that end well
+    before `hi`), and one of too few distinct seconds to show an order was the newest.
     """
     if rng.unseen:
         return None
+    hi = rng.hi if rng.hi is not None else now + 1  # an end past now would be open-ended again, and not ours
     dated = [s for s in sample if s is not None and (rng.lo is None or s >= rng.lo)]
-    hi = rng.hi if rng.hi is not None else max([now, *dated]) + 1
-    dated = [s for s in dated if s < hi]
     lo = rng.lo if rng.lo is not None else min([floor_of(hi), *dated])
     if hi - lo <= 1:
         return None
+    dated = [min(s, hi - 1) for s in dated]  # last seen after now (a clock ahead): at now
     undated = sum(s is None for s in sample) if rng.lo is None else 0
-    end = _end(lo, hi, total, target, dated, undated)
+    end = _end(lo, hi, total, target, dated, undated, misled)
     return Range(rng.lo, min(max(end, lo + 1), hi - 1))
 
 
-def _end(lo: int, hi: int, total: int | None, target: int, dated: list[int], undated: int) -> int:
+def _end(lo: int, hi: int, total: int | None, target: int, dated: list[int], undated: int, misled: bool) -> int:
     """Where a range from `lo` to `hi` ends once narrowed to about `target` of its `total` profiles. Page 0
     shows `dated` (in the page's order) and `undated` of them; Mixpanel documents no order for a page:
     - in no order of `$last_seen`, page 0 is a fair sample: the end is where the share that fits of it lies
@@ -183,13 +190,18 @@ def _end(lo: int, hi: int, total: int | None, target: int, dated: list[int], und
         return lo + max(int((hi - lo) * share), 1)
     ascending = sorted(dated)
     order = _order(dated, lo, hi)
+    if misled and order > 0:  # not the oldest: a fair sample, sorted within itself, of data that ends early
+        order = 0
+    elif misled and order == 0 and 0 < len(set(dated)) <= MIN_SAMPLE:  # the newest, in too few seconds to tell
+        order = -1
     rest = max(total - seen, 1)  # the profiles page 0 does not show
     reach = rest * (ascending[-1] - ascending[0] + 1) // len(dated) if dated else hi - lo  # their seconds
     if order > 0 and target < seen:  # among the oldest
         return lo + 1 if target < undated else ascending[target - undated]
-    if order > 0:  # past the oldest
-        start = ascending[-1] + 1
-        return start + int((min(hi, start + reach) - start) * min((target - seen) / rest, NARROW_AT_MOST))
+    if order > 0:  # past the oldest, at the density their newer half shows, growing or falling to hold the rest
+        start, half = ascending[-1] + 1, ascending[len(ascending) // 2 :]
+        seconds, density = max(hi - start, 1), len(half) / max(start - half[0], 1)
+        return start + int(seconds * _growing_share(min((target - seen) / rest, 1.0), rest / seconds / density))
     if order < 0:  # before the newest
         end = ascending[0]
         if end - reach < lo:
@@ -203,15 +215,19 @@ def _end(lo: int, hi: int, total: int | None, target: int, dated: list[int], und
 def _order(dated: Sequence[int], lo: int, hi: int) -> int:
     """1 when page 0 holds the oldest profiles of the range from `lo` to `hi`, -1 the newest, 0 a fair sample.
 
-    Sorted means SORTED_AT_LEAST of the steps between neighbours that differ go one way, at least MIN_SAMPLE
-    of them (20 steps of a fair sample go one way that often less than once in 10^5). But a page sorted
-    within itself may still be a fair sample: it is taken as the oldest only if the seconds above it are
-    many times (EDGE_GAPS) the gaps between its newest few, which a fair sample would not leave (and the
-    newest likewise)."""
+    Sorted means that neighbours that differ go one way: SORTED_AT_LEAST of at least MIN_SAMPLE steps (20 steps
+    of a fair sample go one way that often less than once in 10^5), or, on a page of few distinct seconds, all
+    steps, each second in one run where a fair sample would change second at least MIN_SAMPLE times. But a page
+    sorted within itself may still be a fair sample: it is taken as the oldest only if the seconds above it are
+    many times (EDGE_GAPS) the gaps between its newest few, which a fair sample would not leave (and the newest
+    likewise)."""
     steps = [b > a for a, b in zip(dated, dated[1:], strict=False) if a != b]
-    if len(steps) < MIN_SAMPLE:
+    if len(steps) >= MIN_SAMPLE:
+        up = sum(steps) / len(steps)
+    elif steps and len(steps) == len(set(dated)) - 1 and _changes_if_shuffled(dated) >= MIN_SAMPLE:
+        up = sum(steps) / len(steps)
+    else:
         return 0
-    up = sum(steps) / len(steps)
     ascending = sorted(dated)
     top, bottom = ascending[-1] - ascending[-EDGE], ascending[EDGE - 1] - ascending[0]  # EDGE - 1 gaps each
     if up >= SORTED_AT_LEAST and hi - 1 - ascending[-1] > EDGE_GAPS * max(top, EDGE - 1) / (EDGE - 1):
@@ -219,3 +235,29 @@ def _order(dated: Sequence[int], lo: int, hi: int) -> int:
     if up <= 1 - SORTED_AT_LEAST and ascending[0] - lo > EDGE_GAPS * max(bottom, EDGE - 1) / (EDGE - 1):
         return -1
     return 0
+
+
+def _changes_if_shuffled(dated: Sequence[int]) -> float:
+    """How often neighbours would differ, on average, were the page in no order."""
+    counts = Counter(dated)
+    return (len(dated) - 1) * (1 - sum((c / len(dated)) ** 2 for c in counts.values()))
+
+
+def _growing_share(share: float, ratio: float) -> float:
+    """The share of a stretch of seconds that holds `share` of its profiles, when their density changes
+    exponentially along it from d0 at its start to `ratio` times d0 on average (`ratio` 1: even).
+
+    Page 0 sorted oldest first shows the density only where the rest begins; profiles are seldom even (most
+    were seen lately), and a share of the seconds alone left narrowed ranges holding a tenth of their target."""
+    ratio = min(max(ratio, 0.02), 1e15)
+    if abs(ratio - 1) < 1e-3:
+        return share
+    low, high = -60.0, 60.0  # u = the exponent over the stretch, where (e^u - 1) / u = ratio
+    for _ in range(60):
+        mid = (low + high) / 2 or 1e-9
+        if math.expm1(mid) / mid < ratio:
+            low = mid
+        else:
+            high = mid
+    u = (low + high) / 2 or 1e-9
+    return math.log1p(share * math.expm1(u)) / u

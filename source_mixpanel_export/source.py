@@ -37,9 +37,10 @@ from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets, get_secrets,
 from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_status_message
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from . import clock
 from .catalog import EXPORT, PROFILES, STREAMS, StreamDef, configured_streams
 from .check import run_check
-from .clock import Stop, utc_now
+from .clock import Stop
 from .config import Config, parse_config
 from .profile_state import parse_profile_state
 from .profile_stream import ProfileReader
@@ -160,7 +161,7 @@ def read_profiles(
 ) -> Iterator[Item]:
     """The profiles stream's items: its state parsed first. A full refresh given a state resumes the pass
     that state has under way (the platform hands a failed attempt's state to the next attempt)."""
-    profile_state = parse_profile_state(raw_state, int(utc_now().timestamp()))
+    profile_state = parse_profile_state(raw_state, int(clock.utc_now().timestamp()))
     return ProfileReader(config, logger, stop=stop).read(mode, profile_state)
 
 

@@ -33,10 +33,15 @@ SHAPES: dict[str, Shape] = {
     "half in the last day, half in one day 5 years ago": lambda r: NOW - 2 * 3600 - (
         r.randrange(DAY) if r.random() < 0.5 else r.randrange(2000 * DAY, 2001 * DAY)
     ),
+    "half within 10 minutes (an import)": lambda r: NOW - 2 * 3600 - (
+        r.randrange(600) if r.random() < 0.5 else r.randrange(730 * DAY)
+    ),
+    "age log-normal, median an hour": lambda r: NOW - 2 * 3600 - min(int(3600 * r.lognormvariate(0, 3)), 5000 * DAY),
+    "age 60 s x Pareto(0.5)": lambda r: NOW - 2 * 3600 - min(int(60 * r.paretovariate(0.5)), 5000 * DAY),
 }
 ORDERS = {"in no order": None, "oldest first": False, "newest first": True, "each page sorted": "pages"}
 # syncs past P, as docs/mixpanel-export.md states
-EXTRA_SYNCS = {"in no order": 1, "oldest first": 1, "newest first": 2, "each page sorted": 1}
+EXTRA_SYNCS = {"in no order": 1, "oldest first": 2, "newest first": 4, "each page sorted": 4}
 
 
 def held(profiles: list[int], rng: Range) -> list[int]:
@@ -85,7 +90,7 @@ def sweep_sync(
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(("count", "k"), [(2000, 4), (6000, 6), (3000, 10), (16150, 20)])
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_given_a_project_of_any_shape_when_swept_then_k_queries_a_sync_and_each_profile_within_the_stated_syncs(
     shape: str, order: str, count: int, k: int, seed: int
 ) -> None:
