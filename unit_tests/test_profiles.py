@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from source_mixpanel_export.profile_plan import MARGIN_SECONDS, ProfilePlan, Verdict
-from source_mixpanel_export.profile_ranges import FLOOR_SECONDS, MAX_SPAN_SECONDS, Range, Walk, narrower, next_span
+from source_mixpanel_export.profile_ranges import (
+    FLOOR_SECONDS,
+    MAX_SPAN_SECONDS,
+    Range,
+    Walk,
+    _growing_share,
+    narrower,
+    next_span,
+)
 from source_mixpanel_export.profile_state import ProfileState, parse_profile_state
 from source_mixpanel_export.profiles import BadPage, last_seen_seconds, mixpanel_time, parse_page, profile_record
 from source_mixpanel_export.state import StateRefused
@@ -424,3 +432,33 @@ def test_given_a_narrowed_sweep_written_by_a_clock_hours_ahead_when_read_back_th
                      "span": 3 * 3600, "started": mixpanel_time(NOW - 3600), "until": mixpanel_time(NOW - 3600)}}
     state = parse_profile_state(raw, NOW)
     assert state.sweep is not None and state.sweep.cursor == NOW - 10 and state.sweep.to is None
+
+
+def test_given_profiles_last_seen_after_now_when_narrowed_then_the_end_is_never_past_now() -> None:
+    """An end past now turns open-ended again (the same range, narrowed for ever), and a state would refuse it."""
+    future = [NOW + 4 * DAY + i for i in range(100)]
+    for rng in (Range(None, None), Range(NOW - 10 * DAY, None)):
+        narrowed = narrower(rng, 5000, 100, future, NOW)
+        assert narrowed is not None and narrowed.hi is not None and narrowed.hi <= NOW
+    assert narrower(Range(NOW, None), 5000, 100, future, NOW) is None  # read whole, the walk's last range
+
+
+def test_given_a_newest_page_of_few_distinct_seconds_when_narrowed_then_read_as_the_newest() -> None:
+    """25 profiles a second: a page of 100 spans 4 seconds, too few steps to count, but each second is one run,
+    where a fair sample would change second about 74 times: sorted, newest first."""
+    page = [NOW - 7200 - second for second in range(4) for _ in range(25)]
+    narrowed = narrower(Range(NOW - 730 * DAY, None), 3000, 100, page, NOW)
+    assert narrowed is not None and narrowed.hi is not None and narrowed.hi < NOW - 7200 - 4 - 60
+    shuffled = page[:]
+    random.Random(1).shuffle(shuffled)  # the same seconds in no order: a fair sample, cut among them
+    fair = narrower(Range(NOW - 730 * DAY, None), 3000, 100, shuffled, NOW)
+    assert fair is not None and fair.hi == NOW - 7200 - 3
+
+
+@pytest.mark.parametrize(("ratio", "more"), [(50.0, True), (0.02, False)])
+def test_given_a_density_that_changes_when_a_share_is_placed_then_seconds_follow_it(ratio: float, more: bool) -> None:
+    """Profiles growing denser along a stretch (most seen lately): its first tenth of them takes more than a tenth
+    of its seconds; thinning, fewer; even, a tenth."""
+    assert _growing_share(0.1, 1.0) == pytest.approx(0.1)
+    share = _growing_share(0.1, ratio)
+    assert 0 <= share <= 1 and (share > 0.1) is more
