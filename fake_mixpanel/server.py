@@ -168,7 +168,6 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeMixpanel/1.0"
     timeout = 60
-    disable_nagle_algorithm = True  # headers and body are separate writes: a delayed ACK held each answer 40 ms
     server: _Server
 
     def do_GET(self) -> None:
