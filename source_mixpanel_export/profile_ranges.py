@@ -195,15 +195,14 @@ def _end(lo: int, hi: int, total: int | None, target: int, dated: list[int], und
     elif misled and order == 0 and 0 < len(set(dated)) <= MIN_SAMPLE:  # the newest, in too few seconds to tell
         order = -1
     rest = max(total - seen, 1)  # the profiles page 0 does not show
-    reach = rest * (ascending[-1] - ascending[0] + 1) // len(dated) if dated else hi - lo  # their seconds
     if order > 0 and target < seen:  # among the oldest
         return lo + 1 if target < undated else ascending[target - undated]
     if order > 0:  # past the oldest, at the density their newer half shows, growing or falling to hold the rest
         start, half = ascending[-1] + 1, ascending[len(ascending) // 2 :]
         seconds, density = max(hi - start, 1), len(half) / max(start - half[0], 1)
         return start + int(seconds * _growing_share(min((target - seen) / rest, 1.0), rest / seconds / density))
-    if order < 0:  # before the newest
-        end = ascending[0]
+    if order < 0:  # before the newest, as far as the rest reach at their density
+        end, reach = ascending[0], rest * (ascending[-1] - ascending[0] + 1) // len(dated)
         if end - reach < lo:
             return lo + int((end - lo) * max(min(target / rest, 1.0), NARROW_AT_MOST))
         start = end - reach
