@@ -408,14 +408,16 @@ class Checkpoints:
     Incremental: after a window that finishes its days, the state says the sync has read up to its
     last day (`progressed`), and history days among them (an attribution window longer than the recent
     days re-reads them) count as checked; once every fresh window is read, that the sync is complete up
-    to its end (`completed`); after a sweep
-    or backfill window, that its days were checked at the sync's watermark (a backfill window read
-    them whole, so they are no longer "never read"). The watermark is the lowest any window
-    of the sync had. Full refresh: a STATE without a cursor after each window that finishes its days.
+    to its end (`completed`); after a sweep or backfill window, that its days were checked at the
+    sync's watermark (a backfill window read them whole, so they are no longer "never read"). The
+    watermark is the lowest any window of the sync had, and every day the sync checked is marked at it
+    (`_replay`). Full refresh: a STATE without a cursor after each window that finishes its days.
     """
 
     def __init__(self, state: ExportState, incremental: bool, config: Config, plan: PlanView) -> None:
         self.state = state
+        self._start = state
+        self._steps: list[Window | None] = []  # the windows that ended days, None where the fresh ones were done
         self._incremental = incremental
         self._config = config
         self._plan = plan
@@ -425,23 +427,20 @@ class Checkpoints:
 
     def after(self, window: Window, server_time_ms: int) -> list[dict[str, Any]]:
         """The states to write once `window`'s records are emitted (Mixpanel had its request by `server_time_ms`)."""
-        if self._watermark is None or server_time_ms < self._watermark:
+        lowered = self._watermark is not None and server_time_ms < self._watermark
+        if self._watermark is None or lowered:
             self._watermark = server_time_ms
+        if not self._incremental:
+            return [{NO_CURSOR_MARKER: True}] if window.ends_day else []
+        if lowered:
+            self._replay()
         if not window.ends_day:
             return []
-        if not self._incremental:
-            return [{NO_CURSOR_MARKER: True}]
-        if not window.fresh:  # the sweep's or the backfill's days: checked now
+        if not window.fresh:  # the sweep's or the backfill's days: checked now, after the fresh ones
             self._complete()
-            self.state = self.state.checked(window.first_day, window.last_day, self._watermark)
-        else:
-            state = self.state.progressed(window.last_day, self._watermark)
-            # the history days among them (an attribution window longer than the recent days re-reads them,
-            # whole if never read) count as checked now, so that a resumed sync does not read them again
-            state = state.checked(window.first_day, window.last_day, self._watermark)
-            self.state = state.sized(self._plan.rate())
-            if self._plan.fresh_done():
-                self._complete()
+        self._step(window)
+        if window.fresh and self._plan.fresh_done():
+            self._complete()
         return [self._write()]
 
     def final(self) -> list[dict[str, Any]]:
@@ -453,14 +452,42 @@ class Checkpoints:
 
     def _complete(self) -> None:
         """The state once every fresh window is read (done once)."""
-        plan, watermark = self._plan, self._watermark
-        if self._completed or watermark is None or plan.end < plan.first:
+        plan = self._plan
+        if self._completed or self._watermark is None or plan.end < plan.first:
             return
         self._completed = True
-        # History days an attribution window longer than the recent days made the sync re-read are
-        # checked anew, so that the next sync does not ask for their late arrivals again.
-        state = self.state.checked(plan.first, plan.end, watermark)
-        self.state = state.completed(plan.end, watermark).settled(self._config).sized(plan.rate())
+        self._step(None)
+
+    def _step(self, step: Window | None) -> None:
+        self._steps.append(step)
+        self.state = self._apply(self.state, step)
+
+    def _replay(self) -> None:
+        """The state at a watermark lower than the sync had: a later window can be stamped a few ms before
+        an earlier one (round trips differ). Every day the sync checked is marked at the one watermark, so
+        the history keeps one range per sync, whole blocks for the sweep (sweep.py); lowering a mark only
+        re-reads more. At most once a window, over the sync's windows: cheap beside a request."""
+        state = self._start
+        for step in self._steps:
+            state = self._apply(state, step)
+        self.state = state
+
+    def _apply(self, state: ExportState, step: Window | None) -> ExportState:
+        """`state` once `step`'s records are out, at the sync's watermark (`step` None: every fresh window)."""
+        plan, watermark = self._plan, self._watermark
+        assert watermark is not None  # set by the first window, before any step
+        if step is None:
+            # History days an attribution window longer than the recent days made the sync re-read are
+            # checked anew, so that the next sync does not ask for their late arrivals again.
+            state = state.checked(plan.first, plan.end, watermark)
+            return state.completed(plan.end, watermark).settled(self._config).sized(plan.rate())
+        if not step.fresh:  # a sweep or backfill window
+            return state.checked(step.first_day, step.last_day, watermark)
+        state = state.progressed(step.last_day, watermark)
+        # the history days among them (an attribution window longer than the recent days re-reads them,
+        # whole if never read) count as checked now, so that a resumed sync does not read them again
+        state = state.checked(step.first_day, step.last_day, watermark)
+        return state.sized(plan.rate())
 
     def _write(self) -> dict[str, Any]:
         self._written = self.state.to_dict()

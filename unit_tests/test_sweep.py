@@ -121,8 +121,9 @@ def test_given_fresh_state_when_completed_and_settled_then_whole_blocks_join_the
 # the real state.Checkpoints. Events arrive at any lateness, never during a sync.
 
 
-def _model_sync(cfg, state, events, now, kill_at, delivered):
-    """One modelled daily sync at `now` (ms): returns its last STATE."""
+def _model_sync(cfg, state, events, now, kill_at, delivered, rng):
+    """One modelled daily sync at `now` (ms): returns its last STATE. A window's stamp is up to a second
+    before it was asked, at random, so a later window may have an earlier one (round trips differ)."""
     today = D(1970, 1, 1) + dt.timedelta(days=now // MS_DAY)
     sync = sync_plan(cfg, state, today)
     plan = Plan(sync, cfg, lambda: 10**6, logging.getLogger("model"))
@@ -139,7 +140,7 @@ def _model_sync(cfg, state, events, now, kill_at, delivered):
                     delivered.setdefault(index, []).append(now)
                     count += 1
         plan.observe(window, SimpleNamespace(head=None, events=count, size=0))
-        if checkpoints.after(window, asked - 250):
+        if checkpoints.after(window, asked - rng.randrange(1, 1000)):
             written = checkpoints.state
         number += 1
     checkpoints.final()
@@ -170,7 +171,7 @@ def test_given_years_of_daily_syncs_when_events_arrive_at_any_lateness_then_each
     for day in range(syncs + (bound + 1 if kills else 0)):  # killed syncs delay the sweep: then more syncs
         now = first_sync + day * MS_DAY
         kill_at = rng.randrange(6) if kills and day < syncs and rng.random() < 0.3 else None
-        state = parse_state(_model_sync(cfg, state, events, now, kill_at, delivered).to_dict(),
+        state = parse_state(_model_sync(cfg, state, events, now, kill_at, delivered, rng).to_dict(),
                             now=dt.datetime.fromtimestamp(now / 1000 + 60, dt.UTC))
         ranges.append(len(state.history))
     for index, (_, arrived) in enumerate(events):
@@ -217,3 +218,26 @@ def test_given_an_attribution_window_reaching_into_the_history_when_planned_then
     plan = sync_plan(config(attribution_window=45, history_sweep_requests=60), state, D(2026, 6, 1))
     assert plan.first < state.recent_from()
     assert plan.sweep and all(w.last_day < plan.first for w in plan.sweep)
+
+
+def test_given_later_windows_stamped_earlier_when_a_first_sync_backfills_then_its_days_share_one_watermark():
+    """Mixpanel's Date less the round trip can stamp a later window a few ms before an earlier one. The
+    sync's watermark is the lowest stamp, and every day the sync read is checked at it: so the history is
+    one range, whole blocks for the sweep, not ranges cut at the backfill's window edges (each of which
+    would cost the sweep a request more than the user guide's bound)."""
+    cfg = config(start_date="2026-04-01", date_window_size=10)
+    today = D(2026, 6, 1)
+    sync = sync_plan(cfg, ExportState(), today)
+    plan = Plan(sync, cfg, lambda: 10**6, logging.getLogger("model"))
+    checkpoints = Checkpoints(sync.state, True, cfg, plan)
+    stamp, windows, backfill = ms(today) + 3_600_000, 0, 0
+    while (window := plan.next()) is not None:
+        plan.observe(window, SimpleNamespace(head=None, events=10, size=0))
+        checkpoints.after(window, stamp - windows)  # each window stamped a ms before the one before it
+        windows += 1
+        backfill += not window.fresh
+    checkpoints.final()
+    history = checkpoints.state.history
+    assert backfill >= 3 and windows > backfill
+    assert [mark for _, mark in history] == [stamp - windows + 1]
+    assert checkpoints.state.watermark_ms == stamp - windows + 1
