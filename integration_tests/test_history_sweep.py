@@ -8,6 +8,8 @@ windows, also across a kill -9 in the middle of the sweep.
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import datetime as dt
 import signal
@@ -37,7 +39,7 @@ from integration_tests.test_incremental_lossless import day_start_ms, read
 from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.records import SCHEMA
 from source_mixpanel_export.state import parse_state, sync_plan
-from source_mixpanel_export.sweep import block_days, syncs_per_pass
+from source_mixpanel_export.sweep import block_days, block_start, syncs_per_pass
 
 DAY = dt.timedelta(days=1)
 FIRST = TODAY - 63 * DAY  # events on the 63 days before today (none today: nothing is processed during sync 1)
@@ -294,3 +296,41 @@ def test_given_days_skipped_by_a_later_start_date_when_it_comes_back_then_they_a
         assert set(record_keys(delivered)) == set(truth(fake, FIRST, TODAY))
     finally:
         fake.stop()
+
+
+def test_given_a_block_cut_into_ranges_when_swept_then_one_request_reads_each_past_its_own_watermark(
+    tmp_path, history
+):
+    """A block the history holds as three ranges (syncs that stopped partway), the middle one checked
+    at an older watermark (midnight of its fifth day): one sweep request reads the whole block, and
+    brings each day's events processed after its own range's watermark: the middle's last days come
+    again, the later range's days (all processed after that older watermark) do not."""
+    state = copy.deepcopy(history.first.states[-1])
+    (whole,) = state["history"]["checked"]  # sync 1 read every day at its one watermark
+    mark, through = whole["watermark_ms"], dt.date.fromisoformat(whole["through"])
+    start = block_start(through, BLOCK) - BLOCK * DAY  # a whole block, all of it history
+    lowered = day_start_ms(start + 12 * DAY)
+    cuts = [(start + 7 * DAY, mark), (start + 15 * DAY, lowered), (through, mark)]
+    state["history"]["checked"] = [{"through": day.isoformat(), "watermark_ms": ms} for day, ms in cuts]
+
+    run = read(tmp_path, history.config(history_sweep_requests=1), state)
+
+    sweeps = [r for r in history.fake.export_requests if r.params["to_date"] < reread_from(state).isoformat()]
+    assert [(r.params["from_date"], r.params["to_date"]) for r in sweeps] == [
+        (start.isoformat(), (start + (BLOCK - 1) * DAY).isoformat())
+    ]
+
+    def after_its_mark(event: FakeEvent) -> bool:
+        day = dt.datetime.fromtimestamp(event.time_ms / 1000, dt.UTC).date()
+        if day >= reread_from(state):  # the recent days: re-read past the state's watermark
+            return event.processing_ms is not None and event.processing_ms > state["watermark_ms"]
+        own = lowered if start + 8 * DAY <= day <= start + 15 * DAY else mark
+        return start <= day < start + BLOCK * DAY and event.processing_ms is not None and event.processing_ms > own
+
+    expected = [e for e in history.fake.events if after_its_mark(e)]
+    assert sum(e.processing_ms is not None and e.processing_ms <= mark for e in expected) > 20  # the middle's days
+    assert record_keys(run.records) == collections.Counter(
+        event_key(e.name, e.export_properties(time_in_ms=True)) for e in expected
+    )
+    checked = run.states[-1]["history"]["checked"]
+    assert len({c["watermark_ms"] for c in checked if start.isoformat() <= c["through"]}) <= 2  # the block: one range

@@ -38,7 +38,7 @@ from requests.adapters import HTTPAdapter
 
 from .body import Gunzip, GzipError
 from .config import Config
-from .windows import Window
+from .windows import ONE_DAY, Window, midnight
 
 CONNECT_TIMEOUT_SECONDS = 30
 USER_AGENT = "source-mixpanel-export (Airbyte connector)"
@@ -271,16 +271,43 @@ def read_decoded(response: requests.Response, watched: Deadline, max_bytes: int)
     return body.getvalue()
 
 
-def where_clause(user_where: str | None, window: Window) -> str | None:
+def where_clause(user_where: str | None, window: Window, timezone: str) -> str | None:
     """The `where` parameter: the user's expression and the window's own narrowing, all required."""
     parts = [f"({user_where})"] if user_where else []
-    if window.processed_after_ms is not None:
-        parts.append(f'number(properties["mp_processing_time_ms"]) > {window.processed_after_ms}')
+    arrivals = arrivals_clause(window, timezone)
+    if arrivals:
+        parts.append(arrivals)
     if window.time_from is not None:
         parts.append(f'properties["$time"] >= datetime({window.time_from})')
     if window.time_to is not None:
         parts.append(f'properties["$time"] < datetime({window.time_to})')
     return " and ".join(parts) or None
+
+
+def arrivals_clause(window: Window, timezone: str) -> str | None:
+    """Only the events processed after each day's watermark (Window.marks). A window over ranges with
+    different watermarks has one condition per range, told apart by `$time` at their first days'
+    midnights in `timezone`; the first is open below and the last above, as a day's pieces are, so no
+    event of the window's days falls outside every condition."""
+    marks = window.marks()
+    if len(marks) <= 1:
+        mark = marks[0][2] if marks else None
+        return None if mark is None else _processed_after(mark)
+    options = []
+    for index, (first, last, mark) in enumerate(marks):
+        conditions = []
+        if index > 0:
+            conditions.append(f'properties["$time"] >= datetime({midnight(first, timezone)})')
+        if index < len(marks) - 1:
+            conditions.append(f'properties["$time"] < datetime({midnight(last + ONE_DAY, timezone)})')
+        if mark is not None:
+            conditions.append(_processed_after(mark))
+        options.append("(" + " and ".join(conditions) + ")")
+    return "(" + " or ".join(options) + ")"
+
+
+def _processed_after(mark: int) -> str:
+    return f'number(properties["mp_processing_time_ms"]) > {mark}'
 
 
 def export_params(config: Config, window: Window, limit: int | None = None) -> dict[str, str]:
@@ -294,7 +321,7 @@ def export_params(config: Config, window: Window, limit: int | None = None) -> d
         params["project_id"] = str(config.project_id)
     if config.events:
         params["event"] = orjson.dumps(list(config.events)).decode()
-    where = where_clause(config.where, window)
+    where = where_clause(config.where, window, config.request_timezone)
     if where:
         params["where"] = where
     if limit is not None:

@@ -8,12 +8,14 @@ at or before it has been emitted. A sweep window re-reads one range's days keepi
 processed after that watermark, so it returns the very late arrivals and nothing already delivered.
 
 Days are grouped in blocks of `block_days` counted from 1970-01-01, and both the recent stretch
-(when its old days move into the history, `fold_limit`) and the sweep windows follow the blocks, so
-that ranges stay whole blocks: one window is one range's block, with one watermark, and the state
-holds about one range per sync of a sweep pass however long the history is. The windows of a sync
-are the stalest first, newest days first among equals, so the sweep moves from newest to oldest and
-wraps around to the first stretch it checked; every day is checked again within
-ceil(blocks of history / windows per sync) syncs.
+(when its old days move into the history, `fold_limit`) and the sweep windows follow the blocks: one
+window is one block, and the state holds about one range per sync of a sweep pass however long the
+history is. A block the history holds as several ranges (a backfill or a sweep that stopped partway,
+each sync's days at its own watermark) is still one window, with each range's watermark for its
+days (Window.later_marks), and is one range once read. The windows of a sync are the stalest first,
+newest days first among equals, so the sweep moves from newest to oldest and wraps around to the
+first stretch it checked; every day is checked again within ceil(blocks of history / windows per
+sync) syncs.
 
 Days checked at 0 were never read. With recent_first_days they are the backfill's, which reads them
 all, newest first and whole, before the sweep (`unread_spans`; plan.Plan), and the sweep leaves them;
@@ -30,6 +32,10 @@ from collections.abc import Sequence
 from .windows import ONE_DAY, Window
 
 EPOCH_DAY = dt.date(1970, 1, 1)
+# The most ranges one sweep window reads, each with its own watermark: its `where` grows by about 150
+# characters a range, and it travels in the URL. A block cut into more (a sync stopped every day or so,
+# with long blocks) costs a request per this many ranges.
+MAX_RANGES_PER_WINDOW = 8
 # Checked ranges are (through_day, watermark_ms); the first begins at the history's first day and
 # each of the others the day after the one before it.
 Checked = tuple[dt.date, int]
@@ -97,28 +103,51 @@ def sweep_windows(
     first: dt.date, checked: Sequence[Checked], days: tuple[dt.date, dt.date], block: int, count: int,
     unread: bool = True,
 ) -> list[Window]:
-    """The sync's `count` sweep windows, stalest first: each the newest unchecked block-part of the
-    range checked longest ago (the newest such range among equals), within `days` (start_day and
-    end_date). Days checked at 0 were never read: they are read whole, not for `> 0`, which would
-    leave out events without a processing time; with `unread` False they are left to the backfill
-    (`unread_spans`), which reads them all, and the sweep checks only days read before."""
+    """The sync's `count` sweep windows, stalest first: each the newest unchecked part of the range
+    checked longest ago (the newest such range among equals), widened to the days left of its block
+    next to it, with each range's own watermark (Window.later_marks); within `days` (start_day and
+    end_date). So a block costs one request however many ranges cut it (syncs that stopped partway).
+    Days checked at 0 were never read: they are read whole, not for `> 0`, which would leave out events
+    without a processing time; with `unread` False they are left to the backfill (`unread_spans`),
+    which reads them all, and the sweep checks only days read before."""
     low_day, high_day = days
-    remaining = [
+    left = [
         (max(a, low_day), min(b, high_day), mark_ms)
         for a, b, mark_ms in spans(first, checked)
         if b >= low_day and a <= high_day and (unread or mark_ms)
     ]
     windows: list[Window] = []
-    while len(windows) < count and remaining:
-        index = min(range(len(remaining)), key=lambda i: (remaining[i][2], -remaining[i][1].toordinal()))
-        low, high, mark_ms = remaining[index]
-        window_first = max(low, block_start(high, block))
-        windows.append(Window(window_first, high, mark_ms or None, sweep=True))
-        if window_first > low:
-            remaining[index] = (low, window_first - ONE_DAY, mark_ms)
-        else:
-            del remaining[index]
+    while len(windows) < count and left:
+        index = min(range(len(left)), key=lambda i: (left[i][2], -left[i][1].toordinal()))
+        window, left = _block_window(left, index, block)
+        windows.append(window)
     return windows
+
+
+def _block_window(
+    left: list[tuple[dt.date, dt.date, int]], index: int, block: int
+) -> tuple[Window, list[tuple[dt.date, dt.date, int]]]:
+    """The window over the newest days of `left[index]`'s block, with the ranges next to them in that
+    block (up to MAX_RANGES_PER_WINDOW; `left` ascending, its ranges apart or adjacent), and what is left."""
+    start = block_start(left[index][1], block)
+    end = start + dt.timedelta(days=block - 1)
+    low = high = index
+    while high - low + 1 < MAX_RANGES_PER_WINDOW:
+        if low > 0 and left[low][0] > start and left[low - 1][1] == left[low][0] - ONE_DAY:
+            low -= 1
+        elif high + 1 < len(left) and left[high + 1][0] <= end and left[high + 1][0] == left[high][1] + ONE_DAY:
+            high += 1
+        else:
+            break
+    parts = [(max(a, start), min(b, end), mark_ms) for a, b, mark_ms in left[low : high + 1]]
+    marks = [(a, mark_ms or None) for a, _, mark_ms in parts]
+    window = Window(parts[0][0], parts[-1][1], marks[0][1], sweep=True, later_marks=tuple(marks[1:]))
+    rest = left[:low]
+    if left[low][0] < window.first_day:
+        rest.append((left[low][0], window.first_day - ONE_DAY, left[low][2]))
+    if left[high][1] > window.last_day:
+        rest.append((window.last_day + ONE_DAY, left[high][1], left[high][2]))
+    return window, rest + left[high + 1 :]
 
 
 def unread_spans(

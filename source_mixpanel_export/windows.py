@@ -44,7 +44,9 @@ class Window:
     a window of the history sweep (sweep.py), which checks old days for very late arrivals, and
     `backfill` one of the backfill, which reads whole the history days never read, newest first (both
     mark their days checked when read: state.Checkpoints). `whole` marks a window read whole however
-    large, as it cannot be split any further (plan.Plan sets it).
+    large, as it cannot be split any further (plan.Plan sets it). `later_marks` serves a sweep window
+    over a block the history holds as several ranges: from each of its days on, the watermark of the
+    next range applies instead (None: days never read), so one request checks the whole block (`marks`).
     """
 
     first_day: dt.date
@@ -55,6 +57,25 @@ class Window:
     sweep: bool = False
     whole: bool = False
     backfill: bool = False
+    later_marks: tuple[tuple[dt.date, int | None], ...] = ()
+
+    def marks(self) -> list[tuple[dt.date, dt.date, int | None]]:
+        """The window's days as (first, last, processed_after_ms) parts, ascending: one part, unless a
+        sweep window spans ranges checked at different watermarks. A window split by days keeps
+        `later_marks`; the parts are those within its own days."""
+        starts = [(self.first_day, self.processed_after_ms), *self.later_marks]
+        parts = []
+        for index, (first, mark) in enumerate(starts):
+            last = starts[index + 1][0] - ONE_DAY if index + 1 < len(starts) else self.last_day
+            first, last = max(first, self.first_day), min(last, self.last_day)
+            if first <= last:
+                parts.append((first, last, mark))
+        return parts
+
+    def mark_on(self, day: dt.date) -> int | None:
+        """The watermark an event of `day` (one of the window's) must be processed after to be in the
+        answer; None: any event of that day is."""
+        return next((mark for first, last, mark in self.marks() if first <= day <= last), None)
 
     @property
     def fresh(self) -> bool:
@@ -76,8 +97,14 @@ class Window:
         text = str(self.first_day) if self.days == 1 else f"{self.first_day}..{self.last_day}"
         if self.time_from is not None or self.time_to is not None:
             text += f" [{_clock(self.time_from)}-{_clock(self.time_to)})"
-        if self.processed_after_ms is not None:
-            text += f" (arrived after {_instant(self.processed_after_ms)})"
+        marks = self.marks()
+        if len(marks) > 1:
+            text += " (arrived after " + ", ".join(
+                f"{_instant(mark)} from {first}" if mark is not None else f"any time from {first}"
+                for first, _, mark in marks
+            ) + ")"
+        elif marks and marks[0][2] is not None:
+            text += f" (arrived after {_instant(marks[0][2])})"
         if self.sweep:
             return "sweep " + text
         return "backfill " + text if self.backfill else text
@@ -248,8 +275,8 @@ class Planner:
 def day_pieces(window: Window, count: int, timezone: str) -> list[Window]:
     """One day as `count` consecutive pieces by `$time`; the first and last are open so that no event
     of the day can fall outside every piece (as with split_window)."""
-    day_start = _midnight(window.first_day, timezone)
-    day_end = _midnight(window.first_day + ONE_DAY, timezone)
+    day_start = midnight(window.first_day, timezone)
+    day_end = midnight(window.first_day + ONE_DAY, timezone)
     step = max(MIN_SPLIT_SECONDS, (day_end - day_start) // count)
     bounds: list[int | None] = [None]
     bounds += [day_start + step * i for i in range(1, count) if day_start + step * i < day_end]
@@ -261,8 +288,8 @@ def span_days(window: Window, timezone: str) -> float:
     """How many days' worth of events the window asks for (a piece of a day: its share of the day)."""
     if window.time_from is None and window.time_to is None:
         return float(window.days)
-    day_start = _midnight(window.first_day, timezone)
-    day_end = _midnight(window.first_day + ONE_DAY, timezone)
+    day_start = midnight(window.first_day, timezone)
+    day_end = midnight(window.first_day + ONE_DAY, timezone)
     low = window.time_from if window.time_from is not None else day_start
     high = window.time_to if window.time_to is not None else day_end
     return max(high - low, 1) / (day_end - day_start)
@@ -277,8 +304,8 @@ def split_window(window: Window, timezone: str) -> list[Window] | None:
     if window.days > 1:
         middle = window.first_day + dt.timedelta(days=(window.days - 1) // 2)
         return [replace(window, last_day=middle), replace(window, first_day=middle + ONE_DAY)]
-    day_start = _midnight(window.first_day, timezone)
-    day_end = _midnight(window.first_day + ONE_DAY, timezone)
+    day_start = midnight(window.first_day, timezone)
+    day_end = midnight(window.first_day + ONE_DAY, timezone)
     if window.time_from is None and window.time_to is None:
         step = (day_end - day_start) // FIRST_DAY_SPLIT
         bounds: list[int | None] = [None]
@@ -295,7 +322,8 @@ def split_window(window: Window, timezone: str) -> list[Window] | None:
     return [replace(window, time_to=cut), replace(window, time_from=cut)]
 
 
-def _midnight(day: dt.date, timezone: str) -> int:
+def midnight(day: dt.date, timezone: str) -> int:
+    """The epoch second a day starts at in `timezone` (the one Mixpanel reads dates in)."""
     return pendulum.datetime(day.year, day.month, day.day, tz=timezone).int_timestamp
 
 

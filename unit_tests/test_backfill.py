@@ -99,8 +99,10 @@ def test_given_never_read_ranges_when_planned_then_the_backfill_gets_them_and_th
     days = (D(2025, 1, 5), D(2025, 12, 31))
     assert unread_spans(first, checked, days) == [(D(2025, 1, 5), D(2025, 1, 10)), (D(2025, 1, 21), D(2025, 1, 25))]
     swept = sweep_windows(first, checked, days, 24, 9, unread=False)
-    assert swept and all(w.processed_after_ms in (500, 900) for w in swept)
-    assert sweep_windows(first, checked, days, 24, 1)[0] == Window(D(2025, 1, 24), D(2025, 1, 25), None, sweep=True)
+    assert swept and all(mark in (500, 900) for w in swept for _, _, mark in w.marks())
+    assert sweep_windows(first, checked, days, 24, 1)[0] == Window(
+        D(2025, 1, 24), D(2025, 2, 16), None, sweep=True, later_marks=((D(2025, 1, 26), 900),)
+    )
 
 
 # -- the state ----------------------------------------------------------------------------------------------
@@ -231,7 +233,8 @@ def covers(window: Window, event: tuple[int, int | None], asked: int) -> bool:
         return False
     if window.time_to is not None and time_ms >= window.time_to * 1000:
         return False
-    return window.processed_after_ms is None or (processed is not None and processed > window.processed_after_ms)
+    mark = window.mark_on(day)
+    return mark is None or (processed is not None and processed > mark)
 
 
 def at(epoch_ms: int) -> dt.datetime:

@@ -362,7 +362,7 @@ def _sync(state, events, now_ms, attribution, size, end_day, kill_after, deliver
         asked_ms = now_ms + number * 1000
         for index, (day, processed) in enumerate(events):
             if window.first_day <= day <= window.last_day and processed <= asked_ms:
-                if window.processed_after_ms is None or processed > window.processed_after_ms:
+                if (mark := window.mark_on(day)) is None or processed > mark:
                     delivered.add(index)
         watermark = asked_ms - 250 if watermark is None else min(watermark, asked_ms - 250)
         state = state.progressed(window.last_day, watermark)

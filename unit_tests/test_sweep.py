@@ -7,6 +7,7 @@ import logging
 import random
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from source_mixpanel_export.config import parse_config
 from source_mixpanel_export.plan import Plan
 from source_mixpanel_export.state import Checkpoints, ExportState, parse_state, sync_plan
 from source_mixpanel_export.sweep import (
+    MAX_RANGES_PER_WINDOW,
     block_days,
     block_start,
     fold_limit,
@@ -63,20 +65,47 @@ def test_given_ranges_when_days_are_marked_then_carved_and_equal_neighbours_merg
 
 def test_given_history_when_sweep_windows_are_planned_then_stalest_first_newest_first_within_blocks():
     """One range checked at 100 and a newer one at 200: the stalest is swept from its newest block down,
-    each window inside one block and one range, never before start_day."""
-    first, block = D(1970, 1, 1), 24
+    each window inside one block, never before start_day. The block the two ranges share is one window,
+    each range's days with their own watermark."""
+    first, block = D(1970, 1, 1), 24  # blocks start on Jan 1, Jan 25, Feb 18, Mar 14, Apr 7
     checked = [(D(1970, 3, 1), 100), (D(1970, 4, 30), 200)]
     windows = sweep_windows(first, checked, (D(1970, 1, 10), D(1970, 12, 31)), block, 4)
     assert windows == [
-        Window(D(1970, 2, 18), D(1970, 3, 1), 100, sweep=True),
+        Window(D(1970, 2, 18), D(1970, 3, 13), 100, sweep=True, later_marks=((D(1970, 3, 2), 200),)),
         Window(D(1970, 1, 25), D(1970, 2, 17), 100, sweep=True),
         Window(D(1970, 1, 10), D(1970, 1, 24), 100, sweep=True),
         Window(D(1970, 4, 7), D(1970, 4, 30), 200, sweep=True),
     ]
+    assert windows[0].marks() == [(D(1970, 2, 18), D(1970, 3, 1), 100), (D(1970, 3, 2), D(1970, 3, 13), 200)]
     assert sweep_windows(first, checked, (first, D(1970, 12, 31)), block, 0) == []
     assert sweep_windows(first, [(D(1970, 1, 5), 1), (D(1970, 1, 9), 1_000)], (first, D(1971, 1, 1)), block, 9) == [
-        Window(D(1970, 1, 1), D(1970, 1, 5), 1, sweep=True), Window(D(1970, 1, 6), D(1970, 1, 9), 1_000, sweep=True)
+        Window(D(1970, 1, 1), D(1970, 1, 9), 1, sweep=True, later_marks=((D(1970, 1, 6), 1_000),))
     ]
+
+
+def test_given_a_block_cut_into_ranges_when_swept_then_one_window_with_each_ranges_watermark():
+    """Syncs that stopped partway leave a block in pieces, some never read (0) between read ones: the sweep
+    reads each run of adjacent days in the block with one request (never read: any arrival time), and
+    leaves days the backfill still owes (unread False) out of it."""
+    first, block = D(1970, 1, 1), 24
+    checked = [(D(1970, 1, 3), 300), (D(1970, 1, 8), 0), (D(1970, 1, 15), 100), (D(1970, 1, 24), 200)]
+    days = (first, D(1970, 1, 24))
+    (whole,) = sweep_windows(first, checked, days, block, 5)
+    assert whole.marks() == [
+        (D(1970, 1, 1), D(1970, 1, 3), 300), (D(1970, 1, 4), D(1970, 1, 8), None),
+        (D(1970, 1, 9), D(1970, 1, 15), 100), (D(1970, 1, 16), D(1970, 1, 24), 200),
+    ]
+    assert whole.mark_on(D(1970, 1, 10)) == 100 and whole.mark_on(D(1970, 1, 5)) is None
+    assert [w.marks() for w in sweep_windows(first, checked, days, block, 5, unread=False)] == [
+        [(D(1970, 1, 9), D(1970, 1, 15), 100), (D(1970, 1, 16), D(1970, 1, 24), 200)],
+        [(D(1970, 1, 1), D(1970, 1, 3), 300)],
+    ]
+    daily = [(first + dt.timedelta(days=n), 1_000 + n % 2) for n in range(24)]  # a range a day, 24 of them
+    windows = sweep_windows(first, daily, days, block, 9)
+    assert [len(w.marks()) for w in windows] == [MAX_RANGES_PER_WINDOW, MAX_RANGES_PER_WINDOW, 7, 1]  # short wheres
+    assert sorted(day for w in windows for first_day, last_day, _ in w.marks() for day in (first_day, last_day)) == [
+        first + dt.timedelta(days=n) for n in range(24) for _ in (0, 1)
+    ]  # every day once
 
 
 def test_given_five_years_when_a_pass_is_counted_then_the_bound_the_readme_states():
@@ -136,7 +165,7 @@ def _model_sync(cfg, state, events, now, kill_at, delivered, rng):
         count = 0
         for index, (day, processed) in enumerate(events):
             if window.first_day <= day <= window.last_day and processed <= asked:
-                if window.processed_after_ms is None or processed > window.processed_after_ms:
+                if (mark := window.mark_on(day)) is None or processed > mark:
                     delivered.setdefault(index, []).append(now)
                     count += 1
         plan.observe(window, SimpleNamespace(head=None, events=count, size=0))
@@ -241,3 +270,35 @@ def test_given_later_windows_stamped_earlier_when_a_first_sync_backfills_then_it
     assert backfill >= 3 and windows > backfill
     assert [mark for _, mark in history] == [stamp - windows + 1]
     assert checkpoints.state.watermark_ms == stamp - windows + 1
+
+
+@pytest.mark.parametrize("windows_per_sync", [3, 4])
+def test_given_a_backfill_stopped_every_few_windows_when_events_arrive_then_the_first_pass_keeps_the_bound(
+    windows_per_sync,
+):
+    """A first sync's backfill that stops after a few windows, sync after sync, leaves the history as
+    one range per sync, cutting blocks. Late arrivals on every third day of a year, then: each comes
+    once, and all within ceil(blocks / windows per sync) syncs (with a request per piece of a block, the
+    pass took several times that)."""
+    rng = random.Random(windows_per_sync)
+    cfg = config(start_date="2025-01-01")
+    start, delivered, events = ms(D(2026, 1, 1)) + 6 * 3_600_000, {}, []
+    state, day = ExportState(), 0
+
+    def sync(kill_at):
+        nonlocal state, day
+        now = start + day * MS_DAY
+        written = _model_sync(cfg, state, events, now, kill_at, delivered, rng)
+        state = parse_state(written.to_dict(), now=dt.datetime.fromtimestamp(now / 1000 + 60, dt.UTC))
+        day += 1
+
+    while not state.history or not all(mark_ms for _, mark_ms in state.history):
+        sync(windows_per_sync)
+    assert day > 5 and len(state.history) > day / 2  # the backfill took syncs, each its own range
+    bound = syncs_per_pass(history_days(state.history_from, state.history, D(2025, 1, 1)), 24, 2)
+    arrived = start + day * MS_DAY - MS_DAY // 2
+    events.extend((D(2025, 1, 1) + dt.timedelta(days=n), arrived) for n in range(0, 365, 3))
+    for _ in range(bound):
+        sync(None)
+    assert sorted(delivered) == list(range(len(events)))
+    assert all(len(times) == 1 for times in delivered.values())
