@@ -288,7 +288,9 @@ def arrivals_clause(window: Window, timezone: str) -> str | None:
     """Only the events processed after each day's watermark (Window.marks). A window over ranges with
     different watermarks has one condition per range, told apart by `$time` at their first days'
     midnights in `timezone`; the first is open below and the last above, as a day's pieces are, so no
-    event of the window's days falls outside every condition."""
+    event of the window's days falls outside every condition. Only projects whose `$time` is a true
+    instant get such windows (state.sync_plan): a legacy project's `$time` is its local clock shifted, and
+    a boundary put at the wrong instant would give events of one range the watermark of its neighbour."""
     marks = window.marks()
     if len(marks) <= 1:
         mark = marks[0][2] if marks else None

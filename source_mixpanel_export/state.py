@@ -51,7 +51,16 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from . import clock
 from .config import FIRST_DATE, Config
 from .errors import config_error
-from .sweep import Checked, block_days, fold_limit, history_days, mark, sweep_windows, unread_spans
+from .sweep import (
+    MAX_RANGES_PER_WINDOW,
+    Checked,
+    block_days,
+    fold_limit,
+    history_days,
+    mark,
+    sweep_windows,
+    unread_spans,
+)
 from .windows import Segment, Window, plan_segments
 
 if TYPE_CHECKING:
@@ -384,7 +393,12 @@ def sync_plan(config: Config, state: ExportState, today: dt.date) -> SyncPlan:
         # not the days from `first` on: the fresh segments re-read them (history days too, when they reach
         # into it), and the same sync must not deliver their late arrivals twice
         days, count = (start, min(end, first - ONE_DAY)), config.history_sweep_requests
-        sweep = sweep_windows(state.history_from, state.history, days, _block(config), count, unread=not recent)
+        # a legacy project's `$time` is its local clock shifted, so where its days begin on `$time` is not
+        # known for sure: there, a sweep window keeps to one range (api.arrivals_clause)
+        ranges = 1 if config.legacy_local_time else MAX_RANGES_PER_WINDOW
+        sweep = sweep_windows(
+            state.history_from, state.history, days, _block(config), count, unread=not recent, ranges=ranges
+        )
     return SyncPlan(first, end, segments, backfill, sweep, state)
 
 

@@ -101,7 +101,7 @@ def mark(first: dt.date, checked: Sequence[Checked], low: dt.date, high: dt.date
 
 def sweep_windows(
     first: dt.date, checked: Sequence[Checked], days: tuple[dt.date, dt.date], block: int, count: int,
-    unread: bool = True,
+    unread: bool = True, ranges: int = MAX_RANGES_PER_WINDOW,
 ) -> list[Window]:
     """The sync's `count` sweep windows, stalest first: each the newest unchecked part of the range
     checked longest ago (the newest such range among equals), widened to the days left of its block
@@ -109,7 +109,8 @@ def sweep_windows(
     end_date). So a block costs one request however many ranges cut it (syncs that stopped partway).
     Days checked at 0 were never read: they are read whole, not for `> 0`, which would leave out events
     without a processing time; with `unread` False they are left to the backfill (`unread_spans`),
-    which reads them all, and the sweep checks only days read before."""
+    which reads them all, and the sweep checks only days read before. A window reads at most `ranges`
+    ranges."""
     low_day, high_day = days
     left = [
         (max(a, low_day), min(b, high_day), mark_ms)
@@ -119,20 +120,20 @@ def sweep_windows(
     windows: list[Window] = []
     while len(windows) < count and left:
         index = min(range(len(left)), key=lambda i: (left[i][2], -left[i][1].toordinal()))
-        window, left = _block_window(left, index, block)
+        window, left = _block_window(left, index, block, ranges)
         windows.append(window)
     return windows
 
 
 def _block_window(
-    left: list[tuple[dt.date, dt.date, int]], index: int, block: int
+    left: list[tuple[dt.date, dt.date, int]], index: int, block: int, ranges: int
 ) -> tuple[Window, list[tuple[dt.date, dt.date, int]]]:
     """The window over the newest days of `left[index]`'s block, with the ranges next to them in that
-    block (up to MAX_RANGES_PER_WINDOW; `left` ascending, its ranges apart or adjacent), and what is left."""
+    block (up to `ranges` in all; `left` ascending, its ranges apart or adjacent), and what is left."""
     start = block_start(left[index][1], block)
     end = start + dt.timedelta(days=block - 1)
     low = high = index
-    while high - low + 1 < MAX_RANGES_PER_WINDOW:
+    while high - low + 1 < ranges:
         if low > 0 and left[low][0] > start and left[low - 1][1] == left[low][0] - ONE_DAY:
             low -= 1
         elif high + 1 < len(left) and left[high + 1][0] <= end and left[high + 1][0] == left[high][1] + ONE_DAY:

@@ -302,3 +302,23 @@ def test_given_a_backfill_stopped_every_few_windows_when_events_arrive_then_the_
         sync(None)
     assert sorted(delivered) == list(range(len(events)))
     assert all(len(times) == 1 for times in delivered.values())
+
+
+def test_given_a_legacy_project_when_a_block_is_cut_into_ranges_then_each_sweep_window_keeps_to_one():
+    """Where a legacy project's days begin on `$time` (its local clock, shifted) is not known for sure, so
+    its sweep windows keep to one range each; a UTC project's read the block's ranges at once."""
+    utc = config(start_date="2026-01-01", history_sweep_requests=4, recent_first_days=0)
+    state = sync_plan(utc, ExportState(), D(2026, 5, 31)).state.completed(D(2026, 5, 31), ms(D(2026, 5, 31)))
+    state = state.settled(utc)
+    block = block_start(D(2026, 3, 1), 24)
+    state = state.checked(block, block + dt.timedelta(days=10), ms(D(2026, 5, 1)))  # a block cut in two
+    legacy = config(start_date="2026-01-01", history_sweep_requests=4, recent_first_days=0,
+                    legacy_local_time=True, project_timezone="US/Pacific")
+    merged = sync_plan(utc, state, D(2026, 6, 1)).sweep
+    apart = sync_plan(legacy, state, D(2026, 6, 1)).sweep
+    assert merged[0].marks() == [
+        (block, block + dt.timedelta(days=10), ms(D(2026, 5, 1))),
+        (block + dt.timedelta(days=11), block + dt.timedelta(days=23), ms(D(2026, 5, 31))),
+    ]
+    assert all(len(w.marks()) == 1 for w in apart)
+    assert (apart[0].first_day, apart[0].last_day) == (block, block + dt.timedelta(days=10))

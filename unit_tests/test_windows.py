@@ -268,23 +268,23 @@ def test_given_pieces_answered_like_their_window_when_two_are_alike_then_the_win
     assert timeout.ignored_by(parts[0], b"") is None and timeout.ignored_by(parts[1], b"") is None
 
 
-def test_given_a_sweep_window_over_ranges_when_asked_then_each_days_watermark_by_local_midnight():
+def test_given_a_sweep_window_over_ranges_when_asked_then_each_days_watermark_by_midnight():
     """A sweep window over three ranges (one never read) asks for each range's days past its own watermark,
-    told apart at the project zone's midnights; a half split off by days keeps only its own ranges; a
+    told apart at UTC midnights; a half split off by days keeps only its own ranges; a
     piece of a day adds its hours to the one range the day is in; the label names each watermark."""
     window = Window(D(2024, 7, 1), D(2024, 7, 9), 500, sweep=True,
                     later_marks=((D(2024, 7, 4), None), (D(2024, 7, 6), 900)))
-    july = [int(dt.datetime(2024, 7, day, 7, tzinfo=dt.UTC).timestamp()) for day in (4, 6)]  # Pacific midnights
+    july = [int(dt.datetime(2024, 7, day, tzinfo=dt.UTC).timestamp()) for day in (4, 6)]
     after = 'number(properties["mp_processing_time_ms"]) > '
-    assert where_clause("x", window, "US/Pacific") == (
+    assert where_clause("x", window, "UTC") == (
         f'(x) and ((properties["$time"] < datetime({july[0]}) and {after}500)'
         f' or (properties["$time"] >= datetime({july[0]}) and properties["$time"] < datetime({july[1]}))'
         f' or (properties["$time"] >= datetime({july[1]}) and {after}900))'
     )
-    first_half, second_half = split_window(window, "US/Pacific")
+    first_half, second_half = split_window(window, "UTC")
     assert first_half.marks() == [(D(2024, 7, 1), D(2024, 7, 3), 500), (D(2024, 7, 4), D(2024, 7, 5), None)]
     assert second_half.marks() == [(D(2024, 7, 6), D(2024, 7, 9), 900)]
-    assert where_clause(None, second_half, "US/Pacific") == f"{after}900"
+    assert where_clause(None, second_half, "UTC") == f"{after}900"
     piece = split_window(replace(window, first_day=D(2024, 7, 7), last_day=D(2024, 7, 7)), "UTC")[1]
     assert where_clause(None, piece, "UTC") == (
         f'{after}900 and properties["$time"] >= datetime({piece.time_from})'
