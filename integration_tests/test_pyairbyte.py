@@ -26,8 +26,8 @@ from integration_tests.conftest import FIRST_DAY, LAST_DAY
 from integration_tests.harness import ROOT, truth
 
 SCRIPT = Path(sys.executable).parent / "source-mixpanel-export"
-RECIPE_URL = "http://127.0.0.1:8765"
-PROFILES = 2000  # the fake's people profiles by default  # the fake's default address, which the README's recipe names
+RECIPE_URL = "http://127.0.0.1:8765"  # the fake's default address, which the README's recipe names
+PROFILES = 2000  # the fake's people profiles by default
 
 
 def readme_recipe() -> str:
